@@ -1,0 +1,3 @@
+"""pespot: precise event spotting in sports video."""
+
+__version__ = "0.1.0"

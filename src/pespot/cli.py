@@ -1,0 +1,60 @@
+"""The ``pespot`` command. Thin: each sub-command lives in ``pespot.commands.<name>`` with
+``add_arguments(parser)`` and ``run(args) -> int``; this file only parses and dispatches."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# (command, module, one-line help) in the order of the command-line contract.
+COMMANDS = [
+    ("synth", "synth", "write a synthetic precise-event-spotting dataset (E2E-Spot layout)"),
+    ("stats", "stats", "per-split statistics of a dataset folder or a label file"),
+    ("extract", "extract", "raw videos -> frame store (JPEG folders or compact mp4), resumable"),
+    ("info", "info", "parameters (total and per part) and GFLOPs per clip of a model config"),
+    ("train", "train", "train a spotting model from a config (multi-GPU with torchrun)"),
+    ("infer", "infer", "spot events in raw videos, frame folders or a split file"),
+    ("eval", "eval", "mAP at frame tolerances, or the official SoccerNet average-mAP"),
+    ("demo", "demo", "the main job end to end on a synthetic dataset: synth, train, infer, evaluate"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every sub-command of the contract."""
+    from pespot import __version__
+
+    parser = argparse.ArgumentParser(prog="pespot", description="Precise event spotting in sports video.")
+    parser.add_argument("--version", action="version", version=f"pespot {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name, help_text in COMMANDS:
+        module = importlib.import_module(f"pespot.commands.{module_name}")
+        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``pespot`` console script."""
+    from pespot.errors import PespotError
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_module", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._module.run(args) or 0)
+    except PespotError as err:
+        print(f"pespot {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"pespot {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,441 @@
+"""Configuration: dataclasses whose defaults are the paper's settings, YAML presets, ``--set a.b=c`` overrides.
+
+Every option is documented once, here, next to its default. A preset is a YAML file in ``pespot/configs/``
+(the repository's ``configs/`` folder); it may name another preset under ``base:`` and override any key.
+The resolved config is saved as ``config.yaml`` in every run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pespot.errors import ConfigError
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class AstrmConfig:
+    """ASTRM (method-spec section 4): Psi(x) = ((x * (1 + Fs)) * (1 + Ft)) conv Gt."""
+
+    use_fs: bool = True  # local spatial block (CBAM spatial attention, 7x7)
+    use_ft: bool = True  # local temporal block (3x1x1 conv -> ReLU -> BN -> 1x1x1 conv -> sigmoid)
+    use_gt: bool = True  # global temporal block (TAM-style adaptive kernel over time)
+    beta: int = 4  # channel reduction of Ft (C -> C/beta)
+    alpha: int = 2  # hidden width factor of Gt's FCs over time (T -> alpha*T)
+    kernel_size: int = 3  # K, taps of the adaptive temporal kernel
+    gt_activation: str = "sigmoid"  # sigmoid (paper) | softmax (TAM)
+    fs_bn: bool = False  # BatchNorm after Fs's 7x7 conv (official CBAM code); the paper has none
+    fs_kernel: int = 7  # spatial kernel of Fs
+    gt_center_init: bool = False  # bias the last Gt FC so the centre tap dominates at init (not in the paper)
+
+
+@dataclass
+class ModelConfig:
+    """The spotter: backbone (+ per-block temporal module) -> spatial pool -> temporal head -> linear."""
+
+    backbone: str = "regnety_002"  # regnety_002 (368-d) | regnety_008 (768-d), from timm
+    pretrained: bool = True  # ImageNet weights through timm when the network allows; else warn + random init
+    weights: str | None = None  # local timm-format state dict (.safetensors or .pth), loaded before insertion
+    temporal_module: str = "astrm"  # per-bottleneck module: none | tsm | gsm | astrm
+    astrm: AstrmConfig = field(default_factory=AstrmConfig)
+    temporal_head: str = "bigru"  # bigru | bigru2 | bilstm | transformer_l1h8 | transformer_l2h8 | deformable | mstcn | none
+    hidden_dim: int | None = None  # temporal head width; None = feature dim (capped at 768, as E2E-Spot)
+    dropout: float = 0.5  # before the classifier (E2E-Spot)
+    clip_len: int = 128  # frames per clip; modules with a fixed length (tsm, gsm, astrm) are built for it
+    projection_dim: int = 128  # SoftIC projection head output (only built when the loss needs it)
+    softic_feature: str = "temporal"  # temporal: Bi-GRU output (classifier input) | backbone: pooled feature
+    channels_last: bool = True  # memory format of the backbone
+
+
+@dataclass
+class DataConfig:
+    """Where the dataset is and how clips are made from it."""
+
+    root: str = ""  # dataset folder with class.txt and {train,val,test}.json (E2E-Spot layout)
+    frames: str = ""  # frame store; "" = <root>/frames
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    height: int = 224  # frames are read at this height (aspect kept)
+    crop: int | None = 224  # random square crop for training, centre crop for evaluation; null = full frame
+    pad_len: int = 5  # clips may start/end this many frames past either end of a video (zero padded)
+    dilate_len: int = 0  # label dilation in frames (E2E-Spot: 1 for FS, 0 otherwise)
+    mixup: bool = True
+    mixup_alpha: float = 0.1  # lambda ~ Beta(alpha, alpha); the paper uses 0.1 (E2E-Spot 0.2)
+    augment: bool = True  # crop, flip, colour jitter, blur (same parameters for every frame of a clip)
+    num_workers: int = 4  # DataLoader workers (0 = in the main process)
+
+
+@dataclass
+class LossConfig:
+    """Classification loss + the contrastive term: total = cls + softic_weight * contrastive."""
+
+    classification: str = "bce"  # bce (paper, K+1 outputs, soft targets) | ce (E2E-Spot, fg weight) | focal
+    fg_weight: float = 5.0  # foreground class weight of the ce loss
+    focal_gamma: float = 2.0
+    focal_alpha: float = 0.25
+    contrastive: str = "softic"  # softic (paper) | ic (OpenDet, hard labels) | none
+    softic_weight: float = 0.001  # lambda_SIC
+    temperature: float = 0.1
+    bank_size: int = 256  # FIFO entries per event class
+    max_enqueue: int = 16  # new entries per class per step, most dissimilar first
+    w_anchor: float = 0.5  # minimum mixup weight of a frame/class pair to be an anchor
+    w_bank: float = 0.7  # minimum mixup weight to enter the bank
+    omega_mode: str = "divide"  # divide (paper's 1/omega) | multiply | none
+    omega_min: float = 1e-3  # clamp of omega for the literal (thresholds near 0) variant
+    bg_negatives: bool = False  # add a background bank used only as negatives
+    linear_decay: bool = False  # OpenDet's (1 - step/total) factor on the contrastive weight
+
+
+@dataclass
+class OptimConfig:
+    """AdamW wrapped by ASAM (paper), SAM or nothing; warm-up then cosine, stepped per optimiser step."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    sam: str = "asam"  # asam | sam | none
+    rho: float = 2.0
+    asam_eta: float = 0.0  # T_w = |w| + eta (SamsungLabs default 0.01; davda54 0)
+    asam_weights_only: bool = False  # official ASAM: scale only params named *weight*
+    scheduler: str = "warmup_cosine"  # warmup_cosine | e2e_chained (E2E-Spot's overlapping ChainedScheduler)
+    warmup_epochs: float = 3.0
+    warmup_start_factor: float = 0.01  # 1e-5 at the start of warm-up for lr 1e-3 (paper)
+    min_lr_factor: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """The training loop."""
+
+    epochs: int = 50
+    clips_per_epoch: int | None = None  # None = 500,000 frames // clip_len (E2E-Spot)
+    batch_size: int = 8  # clips per optimiser step per process (the paper: 4 GPUs x 2)
+    val_clips: int | None = None  # clips for the validation loss; None = clips_per_epoch // 4
+    start_val_epoch: int | None = None  # first epoch with validation mAP; None = epochs - 20 (E2E-Spot)
+    criterion: str = "map"  # model selection: map (mean of mAP at tolerances 1, 2, 4) | loss
+    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | none
+    compile: bool = False  # torch.compile the model
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0
+    log_every: int = 10  # steps between progress/TensorBoard updates
+    save_every_steps: int = 0  # extra mid-epoch checkpoints (0 = only at epoch ends)
+    threads: int | None = None  # torch CPU threads (None = torch default)
+
+
+@dataclass
+class EvalConfig:
+    """Inference and evaluation."""
+
+    tolerances: list[int] = field(default_factory=lambda: [0, 1, 2, 4])
+    overlap: float = 0.5  # window overlap as a fraction of the clip length (paper: half)
+    threshold: float = 0.01  # candidate score threshold (E2E-Spot's high-recall setting)
+    nms: str = "local_max"  # local_max (E2E-Spot) | greedy | soft | none
+    nms_window: int = 1  # frames
+    batch_size: int = 4  # windows per forward pass
+    soccernet_metric: str = "tight"  # tight | loose | at1 .. at5
+
+
+@dataclass
+class Config:
+    """A whole experiment."""
+
+    name: str = "paper"
+    num_classes: int | None = None  # event classes K (outputs K+1); None = read from data.root/class.txt
+    out: str = "runs/default"  # run folder
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def frames_dir(self) -> str:
+        """The frame store (``data.frames`` or ``<data.root>/frames``)."""
+        return self.data.frames or str(Path(self.data.root) / "frames")
+
+    @property
+    def clips_per_epoch(self) -> int:
+        """Training clips per epoch (E2E-Spot: 500,000 frames per epoch)."""
+        if self.train.clips_per_epoch is not None:
+            return self.train.clips_per_epoch
+        return 500_000 // self.model.clip_len
+
+    @property
+    def start_val_epoch(self) -> int:
+        """First epoch (0-based) from which validation mAP is computed."""
+        if self.train.start_val_epoch is not None:
+            return self.train.start_val_epoch
+        return max(0, self.train.epochs - 20)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# dict <-> dataclass with type checking
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert ``value`` to the annotated type ``tp``; raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+        return _from_dict(tp, value, key + ".")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"config key '{key}': expected {len(args)} values, got {value!r}")
+            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        inner = args[0] if args else Any
+        out = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}': expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
+    return value
+
+
+def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key '{prefix}{unknown[0]}' (known under '{prefix or '.'}': {', '.join(sorted(names))})"
+        )
+    kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    """A plain, YAML-safe dict of a config dataclass."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            value = to_dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def from_dict(data: dict) -> Config:
+    """Build a Config from a (possibly partial) nested dict; unknown keys and wrong types are errors."""
+    return _merge(Config(), data)
+
+
+def _merge(cfg: Config, data: dict) -> Config:
+    base = to_dict(cfg)
+    _deep_update(base, data)
+    return _from_dict(Config, base)
+
+
+def _deep_update(base: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+
+
+# --------------------------------------------------------------------------------------------------------------
+# presets, files, overrides
+
+
+def list_presets() -> list[str]:
+    """Names of the presets shipped with pespot (``configs/*.yaml`` and ``configs/ablations/*.yaml``)."""
+    names = [p.stem for p in sorted(PRESET_DIR.glob("*.yaml"))]
+    names += [f"ablations/{p.stem}" for p in sorted((PRESET_DIR / "ablations").glob("*.yaml"))]
+    return names
+
+
+def _preset_path(name: str) -> Path:
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset '{name}' (known: {', '.join(list_presets())})")
+    return path
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    return data
+
+
+def _resolve_file(path: Path, seen: tuple = ()) -> dict:
+    """Read a config file, following ``base:`` (a preset name or a path relative to the file)."""
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'base' chain loops")
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    base_path = Path(base)
+    if not base_path.suffix:
+        base_path = _preset_path(str(base))
+    elif not base_path.is_absolute():
+        base_path = path.parent / base_path
+    merged = _resolve_file(base_path, seen + (path.resolve(),))
+    _deep_update(merged, data)
+    return merged
+
+
+def load_config(source: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a preset name or YAML file (``None`` = the paper's defaults) and apply ``key=value`` overrides."""
+    data: dict = {}
+    if source is not None:
+        path = Path(source)
+        if path.suffix in (".yaml", ".yml") or path.exists():
+            data = _resolve_file(path)
+        else:
+            data = _resolve_file(_preset_path(str(source)))
+    cfg = from_dict(data)
+    if overrides:
+        cfg = apply_overrides(cfg, overrides)
+    validate(cfg)
+    return cfg
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b=c`` -> (['a', 'b'], value parsed as YAML)."""
+    if "=" not in item:
+        raise ConfigError(f"--set '{item}': expected key=value, e.g. train.epochs=10")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set '{item}': empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``--set a.b=c`` overrides; an unknown key or a wrong type is a ConfigError naming the key."""
+    data = to_dict(cfg)
+    for item in overrides:
+        parts, value = parse_override(item)
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"--set {item}: unknown config key '{'.'.join(parts[: i + 1])}'")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"--set {item}: unknown config key '{'.'.join(parts)}'")
+        node[parts[-1]] = value
+    return _from_dict(Config, data)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    from pespot.fsutil import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+_CHOICES = {
+    "model.backbone": ("regnety_002", "regnety_008"),
+    "model.temporal_module": ("none", "tsm", "gsm", "astrm"),
+    "model.temporal_head": (
+        "bigru", "bigru2", "bilstm", "transformer_l1h8", "transformer_l2h8", "deformable", "mstcn", "none"),
+    "model.softic_feature": ("temporal", "backbone"),
+    "model.astrm.gt_activation": ("sigmoid", "softmax"),
+    "loss.classification": ("bce", "ce", "focal"),
+    "loss.contrastive": ("softic", "ic", "none"),
+    "loss.omega_mode": ("divide", "multiply", "none"),
+    "optim.sam": ("asam", "sam", "none"),
+    "optim.scheduler": ("warmup_cosine", "e2e_chained"),
+    "train.criterion": ("map", "loss"),
+    "train.amp": ("auto", "bf16", "none"),
+    "eval.nms": ("local_max", "greedy", "soft", "none"),
+}
+
+
+def validate(cfg: Config) -> None:
+    """Check choices and ranges; raise ConfigError naming the key."""
+    data = to_dict(cfg)
+    for key, choices in _CHOICES.items():
+        node: Any = data
+        for part in key.split("."):
+            node = node[part]
+        if node not in choices:
+            raise ConfigError(f"config key '{key}': expected one of {', '.join(choices)}, got {node!r}")
+    positive = {
+        "model.clip_len": cfg.model.clip_len,
+        "train.epochs": cfg.train.epochs,
+        "train.batch_size": cfg.train.batch_size,
+        "model.astrm.beta": cfg.model.astrm.beta,
+        "model.astrm.kernel_size": cfg.model.astrm.kernel_size,
+        "loss.bank_size": cfg.loss.bank_size,
+        "eval.batch_size": cfg.eval.batch_size,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"config key '{key}': expected a positive value, got {value}")
+    if cfg.model.astrm.kernel_size % 2 != 1:
+        raise ConfigError(f"config key 'model.astrm.kernel_size': expected an odd number, got {cfg.model.astrm.kernel_size}")
+    if not 0.0 <= cfg.eval.overlap < 1.0:
+        raise ConfigError(f"config key 'eval.overlap': expected 0 <= overlap < 1, got {cfg.eval.overlap}")
+    if cfg.num_classes is not None and cfg.num_classes <= 0:
+        raise ConfigError(f"config key 'num_classes': expected a positive integer, got {cfg.num_classes}")
+    if cfg.model.temporal_module == "astrm" and cfg.model.clip_len < cfg.model.astrm.kernel_size:
+        raise ConfigError(
+            f"config key 'model.clip_len': ASTRM with kernel {cfg.model.astrm.kernel_size} needs at least "
+            f"{cfg.model.astrm.kernel_size} frames, got {cfg.model.clip_len}")
+    if cfg.data.mixup and cfg.data.mixup_alpha <= 0:
+        raise ConfigError(f"config key 'data.mixup_alpha': expected > 0, got {cfg.data.mixup_alpha}")

@@ -1,0 +1,246 @@
+"""Labels: one in-memory form for every dataset, read from and written to the field's formats.
+
+A dataset is a list of class names (index 0 of the model's outputs is background, so class ``i`` of
+``classes`` is output ``i + 1``) and splits; a split is a list of ``Video``; a video has frame-indexed
+``Event``s. Predictions use the same types with ``Event.score`` set.
+
+Formats: E2E-Spot JSON splits + ``class.txt`` (tennis, fs_comp, fs_perf, finegym, finediving and pespot's own
+synthetic data). Keys that pespot does not interpret (``_source_info``, ``width``...) are kept in ``extra``
+and written back unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pespot.errors import DataError
+from pespot.fsutil import write_json_atomic, write_text_atomic
+
+
+@dataclass
+class Event:
+    """One event at an exact frame (0-based, counted from the start of the video)."""
+
+    frame: int
+    label: str
+    comment: str = ""
+    score: float | None = None  # set on predictions
+    extra: dict[str, Any] = field(default_factory=dict)  # other keys of the source format, kept on a round trip
+
+
+@dataclass
+class Video:
+    """One video (or clip of a longer one) with its events."""
+
+    video: str  # id; the frame store holds <frames>/<video>/ (JPEG) or <frames>/<video>.mp4
+    num_frames: int
+    fps: float | None
+    events: list[Event] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # other keys (width, height, _source_info, ...)
+
+
+@dataclass
+class Dataset:
+    """Class names plus named splits."""
+
+    classes: list[str]
+    splits: dict[str, list[Video]] = field(default_factory=dict)
+    root: Path | None = None
+
+    @property
+    def class_index(self) -> dict[str, int]:
+        """Class name -> model output index (1-based; 0 is background)."""
+        return {name: i + 1 for i, name in enumerate(self.classes)}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# class.txt
+
+
+def load_classes(path: str | Path) -> list[str]:
+    """Read ``class.txt``: one class name per line (blank lines ignored, duplicates are an error)."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise DataError(f"{path}: class file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read class file ({err})") from None
+    classes: list[str] = []
+    for lineno, line in enumerate(lines, 1):
+        name = line.strip()
+        if not name:
+            continue
+        if name in classes:
+            raise DataError(f"{path}:{lineno}: duplicated class '{name}'")
+        classes.append(name)
+    if not classes:
+        raise DataError(f"{path}: no class names")
+    return classes
+
+
+def save_classes(classes: list[str], path: str | Path) -> None:
+    """Write ``class.txt`` atomically."""
+    write_text_atomic(path, "".join(f"{c}\n" for c in classes))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# E2E-Spot JSON
+
+_VIDEO_KEYS = ("video", "num_frames", "num_events", "events", "fps")
+_EVENT_KEYS = ("frame", "label", "comment", "score")
+
+
+def _event_from_json(obj: Any, where: str) -> Event:
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected an object with 'frame' and 'label', got {type(obj).__name__}")
+    for key in ("frame", "label"):
+        if key not in obj:
+            raise DataError(f"{where}: missing key '{key}'")
+    frame = obj["frame"]
+    if isinstance(frame, bool) or not isinstance(frame, (int, float)) or int(frame) != frame:
+        raise DataError(f"{where}: 'frame' must be an integer, got {frame!r}")
+    label = obj["label"]
+    if not isinstance(label, str):
+        raise DataError(f"{where}: 'label' must be a string, got {label!r}")
+    score = obj.get("score", obj.get("confidence"))
+    if score is not None:
+        try:
+            score = float(score)
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: 'score' must be a number, got {score!r}") from None
+    extra = {k: v for k, v in obj.items() if k not in _EVENT_KEYS and k != "confidence"}
+    return Event(frame=int(frame), label=label, comment=str(obj.get("comment", "")), score=score, extra=extra)
+
+
+def _video_from_json(obj: Any, where: str, require_num_frames: bool) -> Video:
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected an object with 'video' and 'events', got {type(obj).__name__}")
+    if "video" not in obj:
+        raise DataError(f"{where}: missing key 'video'")
+    name = obj["video"]
+    if not isinstance(name, str) or not name:
+        raise DataError(f"{where}: 'video' must be a non-empty string, got {name!r}")
+    where = f"{where} (video '{name}')"
+    num_frames = obj.get("num_frames")
+    if num_frames is None:
+        if require_num_frames:
+            raise DataError(f"{where}: missing key 'num_frames'")
+        num_frames = -1
+    elif isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 0:
+        raise DataError(f"{where}: 'num_frames' must be a non-negative integer, got {num_frames!r}")
+    fps = obj.get("fps")
+    if fps is not None:
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)):
+            raise DataError(f"{where}: 'fps' must be a number, got {fps!r}")
+        fps = float(fps)
+    events_obj = obj.get("events", [])
+    if not isinstance(events_obj, list):
+        raise DataError(f"{where}: 'events' must be a list, got {type(events_obj).__name__}")
+    events = [_event_from_json(e, f"{where}, event {i}") for i, e in enumerate(events_obj)]
+    extra = {k: v for k, v in obj.items() if k not in _VIDEO_KEYS}
+    return Video(video=name, num_frames=num_frames, fps=fps, events=events, extra=extra)
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file, with a one-line error naming the file on failure."""
+    path = Path(path)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: expected a JSON file, found a directory") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read ({err})") from None
+
+
+def load_split(path: str | Path, classes: list[str] | None = None, *, predictions: bool = False) -> list[Video]:
+    """Read an E2E-Spot split (or prediction) JSON: a list of videos with events.
+
+    With ``classes``, the split is validated (see ``validate_split``). Prediction files may omit
+    ``num_frames`` (set to -1).
+    """
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of videos, got {type(data).__name__}")
+    videos = [_video_from_json(v, f"{path}: entry {i}", not predictions) for i, v in enumerate(data)]
+    if classes is not None:
+        validate_split(videos, classes, str(path), predictions=predictions)
+    return videos
+
+
+def validate_split(videos: list[Video], classes: list[str], where: str, *, predictions: bool = False) -> None:
+    """One clear error for the first problem: duplicated ids, unknown classes, frames out of range, bad fps."""
+    known = set(classes)
+    seen: set[str] = set()
+    for vi, v in enumerate(videos):
+        if v.video in seen:
+            raise DataError(f"{where}: entry {vi}: duplicated video id '{v.video}'")
+        seen.add(v.video)
+        if v.fps is not None and v.fps <= 0 and not _fps_unknown_ok(v):
+            raise DataError(f"{where}: video '{v.video}': fps must be > 0, got {v.fps}")
+        for ei, e in enumerate(v.events):
+            if e.label not in known:
+                raise DataError(f"{where}: video '{v.video}', event {ei}: unknown class '{e.label}' "
+                                f"(classes: {', '.join(classes)})")
+            if e.frame < 0 or (v.num_frames >= 0 and e.frame >= v.num_frames):
+                raise DataError(f"{where}: video '{v.video}', event {ei}: frame {e.frame} outside "
+                                f"[0, {v.num_frames})")
+
+
+def _fps_unknown_ok(video: Video) -> bool:
+    # FineDiving ships pre-extracted frames with fps = -1: the frame index is all that matters there.
+    return video.fps == -1
+
+
+def split_to_json(videos: list[Video]) -> list[dict]:
+    """The E2E-Spot JSON form of a split (or of predictions, when events carry scores)."""
+    out = []
+    for v in videos:
+        obj: dict[str, Any] = {"video": v.video}
+        if v.num_frames >= 0:
+            obj["num_frames"] = v.num_frames
+        obj["num_events"] = len(v.events)
+        events = []
+        for e in v.events:
+            ev: dict[str, Any] = {"frame": e.frame, "label": e.label}
+            if e.comment or e.score is None:
+                ev["comment"] = e.comment
+            if e.score is not None:
+                ev["score"] = e.score
+            ev.update(e.extra)
+            events.append(ev)
+        obj["events"] = events
+        if v.fps is not None:
+            obj["fps"] = v.fps
+        obj.update(v.extra)
+        out.append(obj)
+    return out
+
+
+def save_split(videos: list[Video], path: str | Path) -> None:
+    """Write an E2E-Spot split or prediction JSON atomically."""
+    write_json_atomic(path, split_to_json(videos))
+
+
+def load_dataset(root: str | Path, splits: list[str] | None = None) -> Dataset:
+    """Read ``<root>/class.txt`` and the split files present (``train``, ``val``, ``test``, ``challenge``)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found")
+    classes = load_classes(root / "class.txt")
+    names = splits or [s for s in ("train", "val", "test", "challenge") if (root / f"{s}.json").is_file()]
+    if not names:
+        raise DataError(f"{root}: no split files (expected train.json, val.json or test.json)")
+    ds = Dataset(classes=classes, root=root)
+    for name in names:
+        ds.splits[name] = load_split(root / f"{name}.json", classes)
+    return ds
