@@ -1,15 +1,206 @@
-"""`pespot infer`: not implemented yet (see the open issues); it exits with an error and does nothing."""
+"""`pespot infer RUN_OR_CKPT INPUT... --out PRED.json`: spot events in raw videos, frame folders or a split.
+
+INPUT is a raw video file (mp4, mkv, avi...: fps from the container), a frame folder (fps from --fps, else
+unknown), a compact-store mp4, or a split JSON with --frames DIR (every video of the split; fps from the JSON).
+Video ids: the file stem of a video, the folder name of a frame folder, the JSON's ids for a split.
+
+An input that fails (missing path, corrupt video, empty folder) is reported on stderr in one line naming it;
+the others still run, the exit code is non-zero, and the output files hold the videos that succeeded. Outputs
+are written atomically once all inputs are done (per-video score files as each video finishes).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
-from pespot.errors import PespotError
+from pespot.errors import ConfigError, PespotError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    """Arguments of ``pespot infer``."""
+    parser.add_argument("run", metavar="RUN_OR_CKPT",
+                        help="run folder (checkpoints/best.pt, else last.pt) or checkpoint file")
+    parser.add_argument("inputs", metavar="INPUT", nargs="+",
+                        help="video file, frame folder, compact-store mp4, or split JSON (with --frames)")
+    parser.add_argument("--out", metavar="PRED.json", help="E2E-Spot prediction JSON")
+    parser.add_argument("--frames", metavar="DIR", help="frame store of split JSON inputs (<DIR>/<video>/ or .mp4)")
+    parser.add_argument("--fps", type=float, help="frame rate of frame-folder inputs (videos use their own)")
+    parser.add_argument("--classes", metavar="FILE", help="class.txt naming the model's classes (same number)")
+    parser.add_argument("--csv", metavar="FILE", help="also write events as CSV: video, frame, time, label, score")
+    parser.add_argument("--soccernet", metavar="DIR",
+                        help="also write SoccerNet results_spotting.json per game (ids <league>/<season>/<game>/<half>)")
+    parser.add_argument("--save-scores", metavar="DIR",
+                        help="also write per-frame scores as <DIR>/<video>.npz (for ensembles)")
+    parser.add_argument("--overlap", type=float, help="window overlap, fraction of the clip (default: run's eval config, 0.5)")
+    parser.add_argument("--threshold", type=float, help="keep (frame, class) scores >= this (default 0.01)")
+    parser.add_argument("--nms", choices=["local_max", "greedy", "soft", "none"],
+                        help="per-class NMS (default local_max, E2E-Spot's)")
+    parser.add_argument("--nms-window", type=int, help="NMS window in frames (default 1)")
+    parser.add_argument("--batch-size", type=int, help="windows per forward pass (default 4)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--json", action="store_true", help="print the final summary as one JSON object")
+
+
+@dataclass
+class _Job:
+    """One video to run: its id, what it came from (for messages) and how to open its frames."""
+
+    video: str
+    origin: str
+    open: Callable[[int], object]  # height -> FrameStream
 
 
 def run(args: argparse.Namespace) -> int:
-    raise PespotError("'pespot infer' is not implemented yet")
+    """Run inference on every input; returns 1 if any input failed, else 0."""
+    from pespot import infer
+    from pespot.data.labels import load_classes
+
+    if not (args.out or args.csv or args.soccernet or args.save_scores):
+        raise ConfigError("nothing to write: give --out PRED.json (and/or --csv, --soccernet, --save-scores)")
+    if args.fps is not None and args.fps <= 0:
+        raise ConfigError(f"--fps: expected a positive frame rate, got {args.fps}")
+    classes = load_classes(args.classes) if args.classes else None
+    predictor = infer.load_predictor(args.run, device=args.device, classes=classes)
+    ev = predictor.cfg.eval
+    overlap = ev.overlap if args.overlap is None else args.overlap
+    threshold = ev.threshold if args.threshold is None else args.threshold
+    nms = ev.nms if args.nms is None else args.nms
+    nms_window = ev.nms_window if args.nms_window is None else args.nms_window
+    batch_size = ev.batch_size if args.batch_size is None else args.batch_size
+    infer.window_stride(predictor.clip_len, overlap)  # bad option values fail before any video is read
+    if batch_size <= 0:
+        raise ConfigError(f"--batch-size: expected a positive integer, got {batch_size}")
+    if nms_window < 0:
+        raise ConfigError(f"--nms-window: expected a non-negative number of frames, got {nms_window}")
+
+    failures: list[dict[str, str]] = []
+
+    def fail(origin: str, err: Exception) -> None:
+        message = str(err)
+        line = message if origin in message else f"{origin}: {message}"
+        print(f"pespot infer: error: {line}", file=sys.stderr)
+        failures.append({"input": origin, "error": line})
+
+    jobs: list[_Job] = []
+    for item in args.inputs:
+        try:
+            jobs.extend(_expand_input(item, args))
+        except PespotError as err:
+            fail(item, err)
+
+    preds: list[infer.VideoPrediction] = []
+    seen: dict[str, str] = {}
+    total_frames = 0
+    started = time.perf_counter()
+    for job in jobs:
+        if job.video in seen:
+            fail(job.origin, PespotError(f"video id '{job.video}' also comes from {seen[job.video]}"))
+            continue
+        seen[job.video] = job.origin
+        t0 = time.perf_counter()
+        try:
+            stream = job.open(predictor.height)
+            scores = infer.predict_scores(predictor, stream, overlap=overlap, batch_size=batch_size,
+                                          progress=not args.quiet, desc=job.video)
+            events = infer.scores_to_events(scores, predictor.classes, threshold=threshold, nms=nms,
+                                            nms_window=nms_window)
+            pred = infer.VideoPrediction(video=job.video, fps=stream.fps, scores=scores, events=events)
+            if args.save_scores:
+                infer.write_scores_npz(pred, predictor.classes, args.save_scores)
+        except PespotError as err:
+            fail(job.origin, err)
+            continue
+        seconds = time.perf_counter() - t0
+        total_frames += pred.num_frames
+        preds.append(pred)
+        if not args.json:
+            print(f"{job.video}: {pred.num_frames} frames, {len(events)} events "
+                  f"({pred.num_frames / max(seconds, 1e-9):.1f} frames/s)")
+    elapsed = time.perf_counter() - started
+
+    outputs: dict[str, str] = {}
+    if preds:
+        if args.out:
+            infer.write_predictions_json(preds, args.out)
+            outputs["json"] = args.out
+        if args.csv:
+            infer.write_predictions_csv(preds, args.csv)
+            outputs["csv"] = args.csv
+        if args.soccernet:
+            try:
+                infer.write_soccernet(preds, args.soccernet)
+                outputs["soccernet"] = args.soccernet
+            except PespotError as err:
+                fail("--soccernet", err)
+        if args.save_scores:
+            outputs["scores"] = args.save_scores
+
+    summary = {
+        "videos": len(preds),
+        "events": sum(len(p.events) for p in preds),
+        "frames": total_frames,
+        "seconds": round(elapsed, 3),
+        "fps": round(total_frames / elapsed, 2) if elapsed > 0 else None,
+        "failures": failures,
+        "outputs": outputs,
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        line = (f"{summary['videos']} videos, {summary['events']} events, {total_frames} frames in "
+                f"{elapsed:.1f} s ({summary['fps'] or 0:.1f} frames/s)")
+        if failures:
+            line += f"; {len(failures)} failed"
+        print(line)
+        if not preds:
+            print("no video succeeded: nothing written")
+        for kind, path in outputs.items():
+            print(f"wrote {kind}: {path}")
+    return 1 if failures else 0
+
+
+def _expand_input(item: str, args: argparse.Namespace) -> list[_Job]:
+    """One INPUT -> the videos it holds (a split JSON holds many)."""
+    from pespot import infer
+    from pespot.data.frames import find_video_frames, open_frames
+    from pespot.data.labels import load_split
+    from pespot.errors import DataError
+
+    path = Path(item)
+    if not path.exists():
+        raise DataError(f"{path}: no such video file, frame folder or split JSON")
+    if path.is_file() and path.suffix.lower() == ".json":
+        if not args.frames:
+            raise ConfigError(f"{path}: a split JSON input needs --frames DIR (its frame store)")
+        videos = load_split(path, predictions=True)  # num_frames may be absent; then the store decides
+        jobs = []
+        for v in videos:
+            def open_video(height: int, v=v) -> object:
+                source = open_frames(find_video_frames(args.frames, v.video), height=height)
+                if v.num_frames >= 0 and source.num_frames < v.num_frames:
+                    raise DataError(f"video '{v.video}': the frame store has {source.num_frames} frames, "
+                                    f"{path} says {v.num_frames}")
+                limit = v.num_frames if v.num_frames >= 0 else None  # E2E-Spot reads the labelled frames only
+                return infer.stream_from_source(source, name=v.video, num_frames=limit, fps=v.fps)
+
+            jobs.append(_Job(video=v.video, origin=f"{path}: video '{v.video}'", open=open_video))
+        return jobs
+    if path.is_dir():
+        video_id = path.resolve().name
+
+        def open_folder(height: int) -> object:
+            return infer.stream_from_source(open_frames(path, height=height, fps=args.fps), name=video_id)
+
+        return [_Job(video=video_id, origin=str(path), open=open_folder)]
+
+    def open_file(height: int) -> object:
+        return infer.stream_from_source(open_frames(path, height=height), name=path.stem)
+
+    return [_Job(video=path.stem, origin=str(path), open=open_file)]

@@ -1,0 +1,504 @@
+"""Inference: a trained spotter on a whole video -> per-frame scores -> events -> prediction files.
+
+The pipeline follows E2E-Spot's test procedure (reference-codebases.md §1.7-1.8):
+
+1. the video is cut into sliding windows of the model's clip length with stride
+   ``clip_len - overlap * clip_len`` (half overlap by default); the last window is zero-padded;
+2. each window gives per-frame scores (sigmoid for BCE/focal models, softmax for CE models);
+   the score of a frame is the **mean over the windows that cover it** (sum / count);
+3. every (frame, class) with score >= threshold (0.01: the high-recall list mAP is computed on) is a
+   candidate event; per-class NMS (E2E-Spot's local maximum by default) thins the candidates.
+
+Frames are streamed: a raw video is decoded sequentially with PyAV straight to the model's height and only a
+rolling buffer of one window plus one stride is held in memory, so a 90-minute 720p match never sits in RAM
+and nothing is written to disk. Frame folders and compact mp4 stores are read through their ``FrameSource``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from pespot.config import Config, from_dict
+from pespot.data.labels import Event, Video, save_split
+from pespot.errors import ConfigError, DataError, PespotError
+from pespot.fsutil import atomic_path, write_text_atomic
+
+CHECKPOINT_FORMAT = "pespot-checkpoint-v1"
+
+# ImageNet statistics (timm's RegNetY weights were trained with them), in RGB order.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+NMS_CHOICES = ("local_max", "greedy", "soft", "none")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the predictor: a model and everything needed to feed it
+
+
+@dataclass
+class Predictor:
+    """A trained spotter ready for inference, with the preprocessing it was trained with."""
+
+    model: torch.nn.Module  # eval mode, on ``device``
+    cfg: Config
+    classes: list[str]  # classes[i] is model output i + 1 (0 is background)
+    device: torch.device
+    activation: str  # "sigmoid" (bce, focal) | "softmax" (ce)
+    source: str = ""  # checkpoint path, for messages
+
+    @property
+    def clip_len(self) -> int:
+        """Frames per window (the length fixed-length temporal modules were built for)."""
+        return int(getattr(self.model, "clip_len", self.cfg.model.clip_len))
+
+    @property
+    def height(self) -> int:
+        """Frames are read at this height, aspect kept (``cfg.data.height``)."""
+        return int(self.cfg.data.height)
+
+    @property
+    def crop(self) -> int | None:
+        """Side of the square centre crop (``cfg.data.crop``), or None for the full frame."""
+        return self.cfg.data.crop
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        """bf16 autocast on CUDA unless the config turns AMP off; full precision on CPU."""
+        if self.device.type == "cuda" and self.cfg.train.amp in ("auto", "bf16"):
+            return torch.bfloat16
+        return None
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> the first CUDA device when present, else the CPU; anything else as torch spells it."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device '{device}': expected auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device '{device}': CUDA is not available on this machine")
+    return dev
+
+
+def find_checkpoint(run_or_ckpt: str | Path) -> Path:
+    """A run folder -> its ``checkpoints/best.pt`` (else ``last.pt``); a file -> itself."""
+    path = Path(run_or_ckpt)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / "checkpoints" / name).is_file():
+                return path / "checkpoints" / name
+        raise DataError(f"{path}: run folder has no checkpoints/best.pt or checkpoints/last.pt")
+    if not path.exists():
+        raise DataError(f"{path}: checkpoint or run folder not found")
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a pespot checkpoint dict (on the CPU); a one-line DataError if it is not one.
+
+    Checkpoints are pickles (they carry optimizer and RNG states): load only checkpoints you trust.
+    """
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: checkpoint not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: expected a checkpoint file, found a directory") from None
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, OSError,
+            AttributeError, ImportError, ModuleNotFoundError, IndexError, KeyError, TypeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"{path}: not a readable checkpoint ({first})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise DataError(f"{path}: not a pespot checkpoint (expected a dict with format '{CHECKPOINT_FORMAT}')")
+    for key in ("config", "classes", "model"):
+        if key not in ckpt:
+            raise DataError(f"{path}: pespot checkpoint without '{key}'")
+    return ckpt
+
+
+def load_predictor(run_or_ckpt: str | Path, device: str | torch.device = "auto",
+                   classes: list[str] | None = None) -> Predictor:
+    """Rebuild the model of a run folder or checkpoint for inference (eval mode, on ``device``).
+
+    ``classes`` optionally renames the classes (e.g. a dataset's ``class.txt``); it must have as many names as
+    the checkpoint.
+    """
+    from pespot.model.spotter import build_model
+
+    path = find_checkpoint(run_or_ckpt)
+    ckpt = load_checkpoint(path)
+    try:
+        cfg = from_dict(ckpt["config"])
+    except ConfigError as err:
+        raise ConfigError(f"{path}: bad config in checkpoint: {err}") from None
+    ckpt_classes = [str(c) for c in ckpt["classes"]]
+    if classes is not None:
+        if len(classes) != len(ckpt_classes):
+            raise DataError(f"{path}: the model has {len(ckpt_classes)} classes, --classes gives {len(classes)}")
+        ckpt_classes = list(classes)
+    # The trained weights replace any initialisation: never fetch ImageNet weights to throw them away.
+    cfg.model.pretrained = False
+    cfg.model.weights = None
+    dev = resolve_device(device)
+    model = build_model(cfg, len(ckpt_classes))
+    try:
+        model.load_state_dict(ckpt["model"], strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise DataError(f"{path}: weights do not fit the model its config describes ({first})") from None
+    model.eval().to(dev)
+    if cfg.model.channels_last:
+        model.to(memory_format=torch.channels_last)
+    activation = "softmax" if cfg.loss.classification == "ce" else "sigmoid"
+    return Predictor(model=model, cfg=cfg, classes=ckpt_classes, device=dev, activation=activation,
+                     source=str(path))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# frame streams: every input as a sequence of uint8 (T, H, W, 3) chunks
+
+
+@dataclass
+class FrameStream:
+    """Frames of one video, delivered in order as chunks of uint8 arrays (T, H, W, 3).
+
+    ``num_frames`` is exact for frame stores and a container estimate (or None) for raw videos; the number
+    of frames actually delivered is what counts.
+    """
+
+    name: str  # for messages
+    fps: float | None
+    num_frames: int | None
+    chunks: Callable[[int], Iterator[np.ndarray]]  # chunks(chunk_len) -> iterator of (t <= chunk_len, H, W, 3)
+
+
+def _as_uint8_array(frames: Any) -> np.ndarray:
+    if isinstance(frames, torch.Tensor):
+        frames = frames.cpu().numpy()
+    return np.asarray(frames, dtype=np.uint8)
+
+
+def stream_from_source(source: Any, name: str = "", num_frames: int | None = None,
+                       fps: float | None = None) -> FrameStream:
+    """A ``FrameSource`` read in order, in chunks (``iter_chunks``: one seek and a forward decode for videos).
+
+    ``num_frames`` reads only the first frames (a split may label fewer frames than the store holds);
+    ``fps`` overrides the source's own rate (frame folders have none).
+    """
+    total = int(source.num_frames) if num_frames is None else min(int(num_frames), int(source.num_frames))
+    if total <= 0:
+        raise DataError(f"{name or source.path}: no frames")
+
+    def chunks(chunk_len: int) -> Iterator[np.ndarray]:
+        if hasattr(source, "iter_chunks"):
+            for chunk in source.iter_chunks(0, total, chunk_len):
+                yield _as_uint8_array(chunk)
+        else:  # any object with read(start, stop)
+            for start in range(0, total, chunk_len):
+                yield _as_uint8_array(source.read(start, min(start + chunk_len, total)))
+
+    rate = fps if fps is not None else getattr(source, "fps", None)
+    return FrameStream(name=name or str(getattr(source, "path", "")), fps=float(rate) if rate else None,
+                       num_frames=total, chunks=chunks)
+
+
+def open_stream(source: Any, height: int | None = None, name: str = "", num_frames: int | None = None,
+                fps: float | None = None) -> FrameStream:
+    """Any input as a ``FrameStream``: a FrameStream, a FrameSource, or a path that
+    ``pespot.data.frames.open_frames`` reads (a video file, decoded sequentially and resized to ``height`` as
+    it is decoded; a JPEG frame folder; a compact-store mp4)."""
+    if isinstance(source, FrameStream):
+        return source
+    if not hasattr(source, "read"):
+        from pespot.data.frames import open_frames
+
+        source = open_frames(Path(source), height=height)
+    return stream_from_source(source, name=name, num_frames=num_frames, fps=fps)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# sliding windows and score aggregation
+
+
+def window_stride(clip_len: int, overlap: float) -> int:
+    """Stride between window starts: ``clip_len - overlap * clip_len`` frames (at least 1)."""
+    if not 0.0 <= overlap < 1.0:
+        raise ConfigError(f"--overlap: expected 0 <= overlap < 1, got {overlap}")
+    return max(1, clip_len - int(round(overlap * clip_len)))
+
+
+def iter_windows(chunks: Iterator[np.ndarray], clip_len: int, stride: int
+                 ) -> Iterator[tuple[int, np.ndarray, int]]:
+    """Cut a stream of frame chunks into windows: yields (start, frames (clip_len, H, W, 3), valid).
+
+    Windows start at 0, stride, 2*stride, ... and stop at the first one that reaches the last frame; only
+    that one may be short: its ``valid`` frames are followed by zero (black) frames. Only frames from the
+    current window start on are kept, so memory stays at about one window plus one chunk.
+    """
+    buffer: np.ndarray | None = None  # frames [buf_start, buf_start + len(buffer))
+    buf_start = 0
+    start = 0
+    covered = 0  # frames [0, covered) are inside an emitted window
+    for chunk in chunks:
+        if len(chunk) == 0:
+            continue
+        buffer = chunk if buffer is None else np.concatenate([buffer, chunk])
+        while buf_start + len(buffer) >= start + clip_len:
+            offset = start - buf_start
+            yield start, buffer[offset: offset + clip_len], clip_len
+            covered = start + clip_len
+            start += stride
+            drop = min(start - buf_start, len(buffer))
+            buffer, buf_start = buffer[drop:], buf_start + drop
+    if buffer is None:
+        return
+    end = buf_start + len(buffer)
+    if covered < end:  # the tail after the last full window: one zero-padded window
+        offset = start - buf_start
+        tail = buffer[offset:]
+        padded = np.zeros((clip_len, *buffer.shape[1:]), dtype=buffer.dtype)
+        padded[: len(tail)] = tail
+        yield start, padded, len(tail)
+
+
+def center_crop(frames: np.ndarray, crop: int | None) -> np.ndarray:
+    """Square centre crop of (T, H, W, 3) frames, zero-padding a side shorter than ``crop``."""
+    if not crop:
+        return frames
+    t, h, w, c = frames.shape
+    if h < crop or w < crop:  # as torchvision's CenterCrop: pad with zeros, then crop
+        padded = np.zeros((t, max(h, crop), max(w, crop), c), dtype=frames.dtype)
+        top, left = (padded.shape[1] - h) // 2, (padded.shape[2] - w) // 2
+        padded[:, top: top + h, left: left + w] = frames
+        frames, h, w = padded, padded.shape[1], padded.shape[2]
+    top, left = int(round((h - crop) / 2.0)), int(round((w - crop) / 2.0))
+    return frames[:, top: top + crop, left: left + crop]
+
+
+def _normalise(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, T, H, W, 3) on the device -> ImageNet-normalised float (B, T, 3, H, W), channels last in memory."""
+    mean = torch.tensor(IMAGENET_MEAN, device=batch.device)
+    std = torch.tensor(IMAGENET_STD, device=batch.device)
+    x = (batch.float() / 255.0 - mean) / std  # (B, T, H, W, 3)
+    # The permuted view keeps channels innermost: flattened to (B*T, 3, H, W) inside the model it is already
+    # in channels_last layout, so no copy is made before the first convolution.
+    return x.permute(0, 1, 4, 2, 3)
+
+
+class _ScoreAccumulator:
+    """Running per-frame sums and window counts; grows as frames arrive (the length may be unknown)."""
+
+    def __init__(self, num_outputs: int, capacity: int = 1024) -> None:
+        self.sums = np.zeros((max(capacity, 1), num_outputs), dtype=np.float64)
+        self.counts = np.zeros(max(capacity, 1), dtype=np.int64)
+        self.length = 0
+
+    def add(self, start: int, scores: np.ndarray) -> None:
+        stop = start + len(scores)
+        if stop > len(self.counts):
+            capacity = max(stop, 2 * len(self.counts))
+            self.sums = np.concatenate([self.sums, np.zeros((capacity - len(self.sums), self.sums.shape[1]))])
+            self.counts = np.concatenate([self.counts, np.zeros(capacity - len(self.counts), dtype=np.int64)])
+        self.sums[start:stop] += scores
+        self.counts[start:stop] += 1
+        self.length = max(self.length, stop)
+
+    def mean(self) -> np.ndarray:
+        counts = self.counts[: self.length]
+        assert (counts > 0).all(), "every frame is covered by a window"
+        return (self.sums[: self.length] / counts[:, None]).astype(np.float32)
+
+
+def predict_scores(predictor: Predictor, source: Any, overlap: float = 0.5, batch_size: int = 4,
+                   progress: bool = True, desc: str | None = None,
+                   num_frames: int | None = None) -> np.ndarray:
+    """Per-frame scores (N, K+1) of a whole video: sliding windows, mean over the windows covering a frame.
+
+    ``source`` is a ``FrameSource``, a ``FrameStream``, a video file (decoded on the fly at the model's
+    height) or a frame folder / compact mp4 store. Column 0 is background; column ``i + 1`` is
+    ``predictor.classes[i]``. ``num_frames`` limits the frames read (a split may label fewer than stored).
+    """
+    if batch_size <= 0:
+        raise ConfigError(f"--batch-size: expected a positive integer, got {batch_size}")
+    stream = open_stream(source, height=predictor.height, name=desc or "", num_frames=num_frames)
+    clip_len = predictor.clip_len
+    stride = window_stride(clip_len, overlap)
+    acc = _ScoreAccumulator(len(predictor.classes) + 1, capacity=stream.num_frames or 4 * clip_len)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=stream.num_frames, unit="frame", desc=desc or stream.name or None, disable=not progress,
+               leave=False, dynamic_ncols=True)
+    pending: list[tuple[int, np.ndarray, int]] = []
+
+    def flush() -> None:
+        scores = _score_windows(predictor, np.stack([frames for _, frames, _ in pending]))  # (B, T, K+1)
+        for (start, _, valid), window_scores in zip(pending, scores):
+            acc.add(start, window_scores[:valid])
+        bar.update(max(acc.length - bar.n, 0))
+        pending.clear()
+
+    try:
+        # Decode chunks of one stride: with the window kept, at most clip_len + stride frames are held.
+        for window in iter_windows(stream.chunks(stride), clip_len, stride):
+            start, frames, valid = window
+            pending.append((start, center_crop(frames, predictor.crop), valid))
+            if len(pending) == batch_size:
+                flush()
+        if pending:
+            flush()
+    finally:
+        bar.close()
+    if acc.length == 0:
+        raise DataError(f"{stream.name or source}: no frames decoded")
+    return acc.mean()
+
+
+@torch.inference_mode()
+def _score_windows(predictor: Predictor, windows: np.ndarray) -> np.ndarray:
+    """uint8 windows (B, T, H, W, 3) -> per-frame class probabilities (B, T, K+1) as float32 numpy."""
+    batch = torch.from_numpy(np.ascontiguousarray(windows)).to(predictor.device, non_blocking=True)
+    x = _normalise(batch)  # (B, T, 3, H, W)
+    amp = predictor.amp_dtype
+    ctx = torch.autocast(predictor.device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+    with ctx:
+        logits = predictor.model(x)  # (B, T, K+1)
+    logits = logits.float()
+    probs = torch.softmax(logits, dim=-1) if predictor.activation == "softmax" else torch.sigmoid(logits)
+    return probs.cpu().numpy()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# scores -> events
+
+
+def scores_to_events(scores: np.ndarray, classes: list[str], threshold: float = 0.01, nms: str = "local_max",
+                     nms_window: int = 1) -> list[Event]:
+    """Events of one video from its per-frame scores (N, K+1): candidates >= threshold, then per-class NMS.
+
+    ``nms``: ``local_max`` (E2E-Spot: drop an event if another of its class within ``nms_window`` frames
+    scores strictly higher), ``greedy`` (keep the best, suppress its neighbours, repeat), ``soft`` (decay the
+    neighbours' scores instead) or ``none``. Events are sorted by frame (then class order).
+    """
+    scores = np.asarray(scores)
+    if scores.ndim != 2 or scores.shape[1] != len(classes) + 1:
+        raise DataError(f"scores of shape {scores.shape}: expected (num_frames, {len(classes) + 1}) "
+                        f"for {len(classes)} classes plus background")
+    if nms not in NMS_CHOICES:
+        raise ConfigError(f"--nms '{nms}': expected one of {', '.join(NMS_CHOICES)}")
+    if nms_window < 0:
+        raise ConfigError(f"--nms-window: expected a non-negative number of frames, got {nms_window}")
+    frames, columns = np.nonzero(scores[:, 1:] >= threshold)  # row-major: sorted by frame, then class
+    events = [Event(frame=int(f), label=classes[c], score=float(scores[f, c + 1]))
+              for f, c in zip(frames, columns)]
+    if nms != "none" and events:
+        events = apply_nms(events, nms, nms_window)
+    order = {name: i for i, name in enumerate(classes)}
+    events.sort(key=lambda e: (e.frame, order.get(e.label, len(order))))
+    return events
+
+
+def apply_nms(events: list[Event], nms: str, window: int) -> list[Event]:
+    """Run one of ``pespot.postprocess``'s per-class NMS functions on one video's events."""
+    from pespot import postprocess
+
+    if nms == "local_max":
+        return postprocess.nms_local_max(events, window)
+    if nms == "greedy":
+        return postprocess.nms_greedy(events, window)
+    if nms == "soft":
+        return postprocess.soft_nms(events, window)
+    if nms == "none":
+        return list(events)
+    raise ConfigError(f"--nms '{nms}': expected one of {', '.join(NMS_CHOICES)}")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# output writers (all atomic)
+
+
+@dataclass
+class VideoPrediction:
+    """Everything inference produced for one video."""
+
+    video: str  # id
+    fps: float | None
+    scores: np.ndarray  # (N, K+1)
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def num_frames(self) -> int:
+        return int(len(self.scores))
+
+    def to_video(self) -> Video:
+        return Video(video=self.video, num_frames=self.num_frames, fps=self.fps, events=list(self.events))
+
+
+def write_predictions_json(preds: list[VideoPrediction], path: str | Path) -> None:
+    """E2E-Spot prediction JSON: ``[{video, num_frames, fps, events: [{frame, label, score}]}]``."""
+    save_split([p.to_video() for p in preds], path)
+
+
+def write_predictions_csv(preds: list[VideoPrediction], path: str | Path) -> None:
+    """One row per event: video, frame, time (seconds; empty when the fps is unknown), label, score."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["video", "frame", "time", "label", "score"])
+    for p in preds:
+        for e in p.events:
+            time = f"{e.frame / p.fps:.3f}" if p.fps and p.fps > 0 else ""
+            writer.writerow([p.video, e.frame, time, e.label, f"{e.score:.6g}"])
+    write_text_atomic(path, buf.getvalue())
+
+
+def write_scores_npz(pred: VideoPrediction, classes: list[str], out_dir: str | Path) -> Path:
+    """Per-frame scores of one video as ``<out_dir>/<video>.npz`` (compressed): ``scores`` (N, K+1) float32,
+    ``classes`` (K,), ``fps`` (NaN when unknown). Ids with '/' (SoccerNet halves) become sub-folders."""
+    path = Path(out_dir) / f"{pred.video}.npz"
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:  # a file object: np.savez would otherwise append ".npz" to the temp name
+            np.savez_compressed(f, scores=pred.scores.astype(np.float32), classes=np.array(classes),
+                                fps=np.float64(pred.fps if pred.fps else math.nan))
+    return path
+
+
+def load_scores_npz(path: str | Path) -> tuple[np.ndarray, list[str], float | None]:
+    """Read a scores file written by ``write_scores_npz``: (scores (N, K+1), classes, fps or None)."""
+    path = Path(path)
+    try:
+        with np.load(path) as data:
+            scores, classes, fps = data["scores"], [str(c) for c in data["classes"]], float(data["fps"])
+    except FileNotFoundError:
+        raise DataError(f"{path}: scores file not found") from None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path}: not a pespot scores file ({err})") from None
+    return scores, classes, (None if math.isnan(fps) else fps)
+
+
+def write_soccernet(preds: list[VideoPrediction], out_dir: str | Path) -> list[Path]:
+    """SoccerNet ``results_spotting.json`` per game under ``out_dir`` (ids ``<league>/<season>/<game>/<half>``)."""
+    from pespot.data import soccernet
+
+    videos = [p.to_video() for p in preds]
+    for v in videos:
+        if not v.fps or v.fps <= 0:
+            raise DataError(f"video '{v.video}': SoccerNet output needs the fps (give --fps for frame folders)")
+    return soccernet.write_results(videos, out_dir)
+

@@ -1,0 +1,291 @@
+"""Inference: sliding windows, score aggregation, thresholds + NMS, output files, and `pespot infer` end to end.
+
+The unit tests drive ``predict_scores`` with a small stand-in model whose output depends on the whole window, so
+a frame covered by two windows gets two different scores and the test can tell a mean from a sum or from the
+last window. The end-to-end tests build the real (tiny, randomly initialised) spotter, save a checkpoint in the
+documented format and run the CLI on PyAV-encoded videos and JPEG folders.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pespot import infer
+from pespot.config import Config, to_dict
+from pespot.data.labels import Event, load_split
+from pespot.errors import DataError, PespotError
+
+MEAN = np.array(infer.IMAGENET_MEAN)
+STD = np.array(infer.IMAGENET_STD)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# helpers
+
+
+class WindowDependentModel(torch.nn.Module):
+    """Stand-in spotter: logit[b, t, k] = mean of the whole window + 0.3 * mean of frame t + 0.1 * k.
+
+    The window term makes the score of a frame depend on which window it is seen in.
+    """
+
+    def __init__(self, clip_len: int, num_outputs: int = 3) -> None:
+        super().__init__()
+        self.clip_len = clip_len
+        self.num_outputs = num_outputs
+        self.calls: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, 3, H, W) -> (B, T, K+1)
+        self.calls.append(tuple(x.shape))
+        window = x.mean(dim=(1, 2, 3, 4))[:, None, None]  # (B, 1, 1)
+        frame = x.mean(dim=(2, 3, 4))[:, :, None]  # (B, T, 1)
+        k = torch.arange(self.num_outputs, dtype=x.dtype)[None, None, :]
+        return window + 0.3 * frame + 0.1 * k
+
+
+def make_predictor(model: torch.nn.Module, classes: list[str], activation: str = "sigmoid",
+                   crop: int | None = None) -> infer.Predictor:
+    cfg = Config()
+    cfg.model.clip_len = model.clip_len
+    cfg.data.crop = crop
+    cfg.data.height = 6
+    return infer.Predictor(model=model.eval(), cfg=cfg, classes=classes, device=torch.device("cpu"),
+                           activation=activation)
+
+
+def array_stream(frames: np.ndarray, fps: float | None = 25.0) -> infer.FrameStream:
+    """A FrameStream over an in-memory uint8 (N, H, W, 3) array."""
+
+    def chunks(chunk_len: int):
+        for s in range(0, len(frames), chunk_len):
+            yield frames[s: s + chunk_len]
+
+    return infer.FrameStream(name="array", fps=fps, num_frames=len(frames), chunks=chunks)
+
+
+def random_frames(num_frames: int, height: int = 6, width: int = 8, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (num_frames, height, width, 3), dtype=np.uint8)
+
+
+def reference_window_scores(window: np.ndarray, num_outputs: int = 3) -> np.ndarray:
+    """What WindowDependentModel + sigmoid gives for one uint8 window (T, H, W, 3), computed in numpy."""
+    x = (window.astype(np.float64) / 255.0 - MEAN) / STD  # (T, H, W, 3)
+    logits = x.mean() + 0.3 * x.mean(axis=(1, 2, 3))[:, None] + 0.1 * np.arange(num_outputs)[None, :]
+    return 1.0 / (1.0 + np.exp(-logits))  # (T, K+1)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# windows
+
+
+@pytest.mark.parametrize("num_frames, clip_len, stride, starts, valid", [
+    (18, 8, 4, [0, 4, 8, 12], [8, 8, 8, 6]),  # last window padded with 2 zero frames
+    (16, 8, 4, [0, 4, 8], [8, 8, 8]),  # the window [8, 16) reaches the end: no padded window
+    (5, 8, 4, [0], [5]),  # shorter than one clip
+    (17, 8, 8, [0, 8, 16], [8, 8, 1]),  # no overlap
+    (8, 8, 8, [0], [8]),
+])
+@pytest.mark.parametrize("chunk", [1, 3, 4, 50])
+def test_iter_windows_cover_every_frame_once_per_window(num_frames, clip_len, stride, starts, valid, chunk):
+    frames = np.arange(num_frames, dtype=np.uint8)[:, None, None, None].repeat(3, axis=3)  # (N, 1, 1, 3)
+    chunks = (frames[s: s + chunk] for s in range(0, num_frames, chunk))
+    windows = list(infer.iter_windows(chunks, clip_len, stride))
+    assert [w[0] for w in windows] == starts
+    assert [w[2] for w in windows] == valid
+    for start, window, n_valid in windows:
+        assert window.shape == (clip_len, 1, 1, 3)
+        np.testing.assert_array_equal(window[:n_valid, 0, 0, 0], np.arange(start, start + n_valid))
+        assert (window[n_valid:] == 0).all()  # zero padding after the last frame
+
+
+def test_window_stride_from_overlap():
+    assert infer.window_stride(128, 0.5) == 64
+    assert infer.window_stride(100, 0.0) == 100
+    assert infer.window_stride(8, 0.75) == 2
+    with pytest.raises(PespotError, match="overlap"):
+        infer.window_stride(8, 1.0)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# aggregation
+
+
+def test_frame_covered_by_two_windows_gets_their_mean():
+    clip_len, n = 8, 18  # windows [0, 8), [4, 12), [8, 16), [12, 20) (2 frames of zero padding)
+    frames = random_frames(n)
+    model = WindowDependentModel(clip_len)
+    scores = infer.predict_scores(make_predictor(model, ["a", "b"]), array_stream(frames), overlap=0.5,
+                                  batch_size=3, progress=False)
+    assert scores.shape == (n, 3) and scores.dtype == np.float32
+
+    padded = np.concatenate([frames, np.zeros((2, *frames.shape[1:]), np.uint8)])
+    per_window = {s: reference_window_scores(padded[s: s + clip_len]) for s in (0, 4, 8, 12)}
+    expected = np.zeros((n, 3))
+    count = np.zeros(n)
+    for s, w in per_window.items():
+        stop = min(s + clip_len, n)
+        expected[s:stop] += w[: stop - s]
+        count[s:stop] += 1
+    expected /= count[:, None]
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+
+    # Frame 5 is in windows 0 and 4, which see it differently: the mean is neither one of them.
+    only_first, only_second = per_window[0][5], per_window[4][1]
+    assert np.abs(only_first - only_second).min() > 1e-3
+    np.testing.assert_allclose(scores[5], (only_first + only_second) / 2, rtol=1e-5)
+    # Frames 0-3 are only in the first window; frames 16-17 only in the padded last one.
+    np.testing.assert_allclose(scores[:4], per_window[0][:4], rtol=1e-5)
+    np.testing.assert_allclose(scores[16:], per_window[12][4:6], rtol=1e-5)
+
+
+def test_scores_do_not_depend_on_batch_size_and_batches_are_capped():
+    frames = random_frames(30, seed=1)
+    model = WindowDependentModel(8)
+    pred = make_predictor(model, ["a", "b"])
+    one = infer.predict_scores(pred, array_stream(frames), batch_size=1, progress=False)
+    model.calls.clear()
+    four = infer.predict_scores(pred, array_stream(frames), batch_size=4, progress=False)
+    np.testing.assert_allclose(one, four, rtol=1e-6)
+    # 30 frames, stride 4: windows at 0..24 (7 windows) -> batches of 4 and 3, each (B, 8, 3, H, W).
+    assert model.calls == [(4, 8, 3, 6, 8), (3, 8, 3, 6, 8)]
+
+
+def test_softmax_for_ce_models_and_centre_crop():
+    frames = random_frames(8, height=6, width=10, seed=2)
+    model = WindowDependentModel(8)
+    scores = infer.predict_scores(make_predictor(model, ["a", "b"], activation="softmax", crop=4),
+                                  array_stream(frames), overlap=0.0, progress=False)
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)  # a distribution over K+1 per frame
+    assert model.calls == [(1, 8, 3, 4, 4)]
+    # The crop is the centre 4x4 of the 6x10 frames: rows 1..4, columns 3..6.
+    x = (frames[:, 1:5, 3:7].astype(np.float64) / 255.0 - MEAN) / STD
+    logits = x.mean() + 0.3 * x.mean(axis=(1, 2, 3))[:, None] + 0.1 * np.arange(3)[None, :]
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(scores, expected, rtol=1e-5)
+
+
+def test_center_crop_pads_small_frames():
+    frames = np.full((2, 4, 6, 3), 7, np.uint8)
+    out = infer.center_crop(frames, 5)  # height 4 < 5: padded with zeros like torchvision's CenterCrop
+    assert out.shape == (2, 5, 5, 3)
+    assert (out == 0).any() and (out == 7).any()
+    assert infer.center_crop(frames, None) is frames
+
+
+# ------------------------------------------------------------------------------------------------------------
+# scores -> events
+
+
+def class_scores(values_a: list[float], values_b: list[float] | None = None) -> np.ndarray:
+    n = len(values_a)
+    b = values_b if values_b is not None else [0.0] * n
+    return np.stack([np.zeros(n), values_a, b], axis=1).astype(np.float32)  # (N, K+1), column 0 background
+
+
+def frames_of(events: list[Event], label: str) -> list[int]:
+    return [e.frame for e in events if e.label == label]
+
+
+def test_threshold_keeps_every_class_frame_at_or_above_it():
+    scores = class_scores([0.005, 0.01, 0.2, 0.0, 0.5], [0.02, 0.009, 0.0, 0.3, 0.01])
+    scores[:, 0] = 0.99  # background never becomes an event
+    events = infer.scores_to_events(scores, ["a", "b"], threshold=0.01, nms="none")
+    assert [(e.frame, e.label) for e in events] == [
+        (0, "b"), (1, "a"), (2, "a"), (3, "b"), (4, "a"), (4, "b")]  # sorted by frame, then class order
+    assert [e.score for e in events] == pytest.approx([0.02, 0.01, 0.2, 0.3, 0.5, 0.01])
+    assert infer.scores_to_events(scores, ["a", "b"], threshold=0.25, nms="none") == [
+        Event(frame=3, label="b", score=pytest.approx(0.3)), Event(frame=4, label="a", score=pytest.approx(0.5))]
+
+
+def test_local_max_nms_keeps_local_maxima_per_class():
+    a = [0.1, 0.5, 0.3, 0.3, 0.9, 0.2, 0.4, 0.4, 0.05]
+    b = [0.6, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]  # other classes never suppress
+    events = infer.scores_to_events(class_scores(a, b), ["a", "b"], threshold=0.01, nms="local_max",
+                                    nms_window=1)
+    # 1 (0.5 > 0.1, 0.3) and 4 (0.9) are maxima; 2 and 3 have a higher neighbour; 6 and 7 tie and both stay.
+    assert frames_of(events, "a") == [1, 4, 6, 7]
+    assert frames_of(events, "b") == [0]
+
+
+def test_greedy_and_local_max_differ_on_a_chain():
+    # Window 2: 0 is suppressed by 2 under local_max (a higher neighbour), but greedy NMS first keeps 4,
+    # which suppresses 2 only; 0 is then the best remaining and is kept.
+    scores = class_scores([0.5, 0.0, 0.6, 0.0, 0.7, 0.0, 0.0])
+    local = infer.scores_to_events(scores, ["a", "b"], threshold=0.01, nms="local_max", nms_window=2)
+    greedy = infer.scores_to_events(scores, ["a", "b"], threshold=0.01, nms="greedy", nms_window=2)
+    none = infer.scores_to_events(scores, ["a", "b"], threshold=0.01, nms="none", nms_window=2)
+    assert frames_of(local, "a") == [4]
+    assert frames_of(greedy, "a") == [0, 4]
+    assert frames_of(none, "a") == [0, 2, 4]
+
+
+def test_soft_nms_keeps_events_but_lowers_neighbours():
+    scores = class_scores([0.0, 0.8, 0.6, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.7])
+    events = infer.scores_to_events(scores, ["a", "b"], threshold=0.01, nms="soft", nms_window=2)
+    by_frame = {e.frame: e.score for e in events}
+    assert by_frame[1] == pytest.approx(0.8) and by_frame[10] == pytest.approx(0.7)  # nothing higher nearby
+    assert by_frame.get(2, 0.0) < 0.6  # decayed (or dropped) by the better neighbour
+
+
+def test_scores_to_events_rejects_wrong_shape_and_nms():
+    with pytest.raises(DataError, match="expected"):
+        infer.scores_to_events(np.zeros((5, 4)), ["a", "b"])
+    with pytest.raises(PespotError, match="--nms"):
+        infer.scores_to_events(np.zeros((5, 3)), ["a", "b"], nms="median")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# writers
+
+
+def test_writers_json_csv_npz(tmp_path):
+    scores = np.random.default_rng(0).random((12, 3)).astype(np.float32)
+    events = [Event(frame=2, label="a", score=0.75), Event(frame=10, label="b", score=0.125)]
+    preds = [infer.VideoPrediction(video="v1", fps=25.0, scores=scores, events=events),
+             infer.VideoPrediction(video="league/game/1", fps=None, scores=scores[:5], events=[])]
+
+    infer.write_predictions_json(preds, tmp_path / "pred.json")
+    raw = json.loads((tmp_path / "pred.json").read_text())
+    assert raw[0]["video"] == "v1" and raw[0]["fps"] == 25.0 and raw[0]["num_frames"] == 12
+    assert raw[0]["events"] == [{"frame": 2, "label": "a", "score": 0.75},
+                                {"frame": 10, "label": "b", "score": 0.125}]
+    loaded = load_split(tmp_path / "pred.json", ["a", "b"], predictions=True)
+    assert [(v.video, v.num_frames) for v in loaded] == [("v1", 12), ("league/game/1", 5)]
+
+    infer.write_predictions_csv(preds, tmp_path / "pred.csv")
+    rows = list(csv.DictReader(open(tmp_path / "pred.csv")))
+    assert rows == [{"video": "v1", "frame": "2", "time": "0.080", "label": "a", "score": "0.75"},
+                    {"video": "v1", "frame": "10", "time": "0.400", "label": "b", "score": "0.125"}]
+
+    path = infer.write_scores_npz(preds[1], ["a", "b"], tmp_path / "scores")
+    assert path == tmp_path / "scores" / "league" / "game" / "1.npz"
+    back, classes, fps = infer.load_scores_npz(path)
+    np.testing.assert_array_equal(back, scores[:5])
+    assert classes == ["a", "b"] and fps is None
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
+        ["pred.json", "pred.csv", "scores", "league", "game", "1.npz"])  # no temporary files left behind
+
+
+# ------------------------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def test_checkpoint_errors_name_the_file(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        infer.load_predictor(tmp_path / "missing.pt")
+    (tmp_path / "run").mkdir()
+    with pytest.raises(DataError, match="no checkpoints/best.pt"):
+        infer.load_predictor(tmp_path / "run")
+    (tmp_path / "garbage.pt").write_bytes(b"\x00not a checkpoint" * 10)
+    with pytest.raises(DataError, match="garbage.pt: not a readable checkpoint"):
+        infer.load_predictor(tmp_path / "garbage.pt")
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(DataError, match="other.pt: not a pespot checkpoint"):
+        infer.load_predictor(tmp_path / "other.pt")
