@@ -1,0 +1,182 @@
+"""The frame encoder: a timm RegNetY with its ImageNet head removed, and the per-block temporal module.
+
+``create_backbone`` returns a timm RegNet whose forward maps frames (N, 3, H, W) to spatially average-pooled
+features (N, D), D = 368 (regnety_002) or 768 (regnety_008). ``insert_temporal_modules`` then puts a temporal
+module into every bottleneck of stages s1-s4 (method-spec section 3):
+- ``tsm`` / ``gsm`` (E2E-Spot): on the input of ``conv1``, i.e. the shift happens before the first 1x1 conv, on
+  the residual branch only;
+- ``astrm`` (the paper, "after the first conv"): ``conv1`` becomes ``Sequential(conv1, ASTRM(C_out, T))``, after
+  conv1's BN + ReLU and before the strided grouped conv2.
+Weights (ImageNet through timm, or a local file) are loaded before the insertion, while the state-dict keys are
+still timm's.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from pespot.config import AstrmConfig
+from pespot.errors import ConfigError, PespotError
+
+FEATURE_DIMS = {"regnety_002": 368, "regnety_008": 768}
+TEMPORAL_MODULES = ("none", "tsm", "gsm", "astrm")
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connection to the hub, so an offline machine does not sit through the hub client's retries."""
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    parsed = urlparse(endpoint)
+    host = parsed.hostname or "huggingface.co"
+    port = parsed.port or (80 if parsed.scheme == "http" else 443)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _cached_pretrained_file(name: str) -> str | None:
+    """The timm ImageNet weights of ``name`` if they are already in the local Hugging Face cache."""
+    try:
+        import timm
+        from huggingface_hub import try_to_load_from_cache
+
+        repo = timm.models.get_pretrained_cfg(name).hf_hub_id
+        for filename in ("model.safetensors", "pytorch_model.bin"):
+            path = try_to_load_from_cache(repo, filename)
+            if isinstance(path, str) and Path(path).is_file():
+                return path
+    except Exception:  # noqa: BLE001 - a broken cache only means "not cached"
+        return None
+    return None
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` or ``torch.save``d state dict (a ``state_dict``/``model`` entry is unwrapped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PespotError(f"{path}: weights file not found (model.weights)")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PespotError(f"{path}: cannot read weights ({reason[:200]})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise PespotError(f"{path}: expected a state dict of tensors (timm format)")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_weights_file(net: nn.Module, path: str | Path, name: str = "backbone") -> None:
+    """Load a timm-format state dict into a backbone without temporal modules; the ImageNet head is ignored.
+
+    Every backbone tensor must be present with the right shape, else one PespotError naming the file.
+    """
+    state = {k: v for k, v in read_state_dict(path).items() if not k.startswith("head.")}
+    own = net.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        problems = []
+        if wrong:
+            k = wrong[0]
+            problems.append(f"{len(wrong)} shape mismatches, e.g. '{k}' {tuple(state[k].shape)} "
+                            f"instead of {tuple(own[k].shape)}")
+        if missing:
+            problems.append(f"{len(missing)} missing tensors, e.g. '{missing[0]}'")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected tensors, e.g. '{unexpected[0]}'")
+        raise PespotError(f"{path}: not a timm {name} state dict ({'; '.join(problems)})")
+    net.load_state_dict(state, strict=False)
+
+
+def _load_pretrained(net: nn.Module, name: str) -> nn.Module:
+    """ImageNet weights through timm when possible; otherwise one warning and the random initialisation."""
+    cached = _cached_pretrained_file(name)
+    if cached is not None:
+        load_weights_file(net, cached, name)
+        return net
+    advice = "set model.weights to a local timm state dict or model.pretrained=false to silence this"
+    if _hub_offline():
+        reason = "HF_HUB_OFFLINE is set and they are not in the local Hugging Face cache"
+    elif not _hub_reachable():
+        reason = "the Hugging Face hub cannot be reached"
+    else:
+        import timm
+
+        try:
+            return timm.create_model(name, pretrained=True, num_classes=0)
+        except Exception as err:  # noqa: BLE001 - any download failure falls back the same way
+            reason = f"the download failed ({type(err).__name__})"
+    warnings.warn(f"ImageNet weights for {name} are not available ({reason}); the backbone starts from random "
+                  f"initialisation; {advice}", UserWarning, stacklevel=3)
+    return net
+
+
+def create_backbone(name: str = "regnety_002", *, pretrained: bool = False, weights: str | None = None
+                    ) -> nn.Module:
+    """timm RegNetY ``name`` without its classifier (forward: (N, 3, H, W) -> pooled (N, D)).
+
+    ``weights``: a local timm state dict (``.safetensors`` or ``.pth``), wins over ``pretrained``.
+    ``pretrained``: ImageNet weights from the local Hugging Face cache or the hub; offline, one warning and
+    random initialisation (no network attempt at all when HF_HUB_OFFLINE is set).
+    """
+    import timm
+
+    if name not in FEATURE_DIMS:
+        raise ConfigError(f"config key 'model.backbone': expected one of {', '.join(FEATURE_DIMS)}, got {name!r}")
+    net = timm.create_model(name, pretrained=False, num_classes=0)
+    if weights:
+        load_weights_file(net, weights, name)
+    elif pretrained:
+        net = _load_pretrained(net, name)
+    return net
+
+
+def bottlenecks(net: nn.Module) -> list[nn.Module]:
+    """The bottleneck blocks of stages s1-s4, in order."""
+    return [block for stage in (net.s1, net.s2, net.s3, net.s4) for block in stage.children()]
+
+
+def insert_temporal_modules(net: nn.Module, kind: str, clip_len: int, astrm: AstrmConfig | None = None
+                            ) -> list[nn.Module]:
+    """Put a ``kind`` temporal module into every bottleneck of s1-s4 (in place); returns the inserted modules."""
+    from pespot.model.astrm import ASTRM
+    from pespot.model.shift import GatedShift, ShiftThenConv, TemporalShift
+
+    if kind not in TEMPORAL_MODULES:
+        raise ConfigError(f"config key 'model.temporal_module': expected one of {', '.join(TEMPORAL_MODULES)}, "
+                          f"got {kind!r}")
+    inserted: list[nn.Module] = []
+    if kind == "none":
+        return inserted
+    for block in bottlenecks(net):
+        conv1 = block.conv1
+        if kind == "astrm":
+            module = ASTRM(conv1.conv.out_channels, clip_len, astrm)
+            block.conv1 = nn.Sequential(conv1, module)  # after conv1 -> BN -> ReLU, before conv2
+        else:
+            shift_cls = GatedShift if kind == "gsm" else TemporalShift
+            module = shift_cls(conv1.conv.in_channels, clip_len)
+            block.conv1 = ShiftThenConv(conv1, module)  # on conv1's input
+        inserted.append(module)
+    return inserted
