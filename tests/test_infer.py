@@ -74,9 +74,11 @@ def random_frames(num_frames: int, height: int = 6, width: int = 8, seed: int = 
     return np.random.default_rng(seed).integers(0, 256, (num_frames, height, width, 3), dtype=np.uint8)
 
 
-def reference_window_scores(window: np.ndarray, num_outputs: int = 3) -> np.ndarray:
-    """What WindowDependentModel + sigmoid gives for one uint8 window (T, H, W, 3), computed in numpy."""
-    x = (window.astype(np.float64) / 255.0 - MEAN) / STD  # (T, H, W, 3)
+def reference_window_scores(window: np.ndarray, clip_len: int, num_outputs: int = 3) -> np.ndarray:
+    """What WindowDependentModel + sigmoid gives for one uint8 window (t <= clip_len, H, W, 3), computed in
+    numpy; a short window is padded with zeros after normalisation (as the model pads)."""
+    x = (window.astype(np.float64) / 255.0 - MEAN) / STD  # (t, H, W, 3)
+    x = np.concatenate([x, np.zeros((clip_len - len(x), *x.shape[1:]))])  # (T, H, W, 3)
     logits = x.mean() + 0.3 * x.mean(axis=(1, 2, 3))[:, None] + 0.1 * np.arange(num_outputs)[None, :]
     return 1.0 / (1.0 + np.exp(-logits))  # (T, K+1)
 
@@ -125,8 +127,7 @@ def test_frame_covered_by_two_windows_gets_their_mean():
                                   batch_size=3, progress=False)
     assert scores.shape == (n, 3) and scores.dtype == np.float32
 
-    padded = np.concatenate([frames, np.zeros((2, *frames.shape[1:]), np.uint8)])
-    per_window = {s: reference_window_scores(padded[s: s + clip_len]) for s in (0, 4, 8, 12)}
+    per_window = {s: reference_window_scores(frames[s: s + clip_len], clip_len) for s in (0, 4, 8, 12)}
     expected = np.zeros((n, 3))
     count = np.zeros(n)
     for s, w in per_window.items():
@@ -289,3 +290,150 @@ def test_checkpoint_errors_name_the_file(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(DataError, match="other.pt: not a pespot checkpoint"):
         infer.load_predictor(tmp_path / "other.pt")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# end to end: a real tiny spotter through `pespot infer`
+
+NUM_FRAMES, FPS = 50, 30.0
+CLASSES = ["hit", "bounce"]
+
+
+def write_rgb_video(path: Path, frames: np.ndarray, fps: float) -> Path:
+    """Encode uint8 (N, H, W, 3) frames losslessly in RGB (libx264rgb, qp 0): decoding gives them back exactly."""
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264rgb", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "rgb24"
+        stream.options = {"qp": "0", "g": "12"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A run folder with checkpoints/best.pt of a randomly initialised tiny spotter (ASTRM, Bi-GRU, clip 8)."""
+    from pespot.model.spotter import build_model
+
+    torch.manual_seed(0)
+    cfg = Config()
+    cfg.model.clip_len = 8
+    cfg.model.pretrained = False
+    cfg.data.height = 48  # the test videos' own height: no resize, so video and JPEG frames are identical
+    cfg.data.crop = None
+    model = build_model(cfg, len(CLASSES))
+    run = tmp_path_factory.mktemp("run")
+    (run / "checkpoints").mkdir()
+    torch.save({"format": infer.CHECKPOINT_FORMAT, "config": to_dict(cfg), "classes": CLASSES,
+                "model": model.state_dict(), "epoch": 1, "step": 10, "pespot_version": "test"},
+               run / "checkpoints" / "best.pt")
+    return run
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    """The same 50 frames as a JPEG folder and as a lossless RGB video; a corrupt video."""
+    from conftest import write_jpeg_folder
+
+    from pespot.data.frames import open_frames
+
+    root = tmp_path_factory.mktemp("media")
+    folder = write_jpeg_folder(root / "rally_frames", NUM_FRAMES, width=64, height=48)
+    pixels = open_frames(folder).read(0, NUM_FRAMES).numpy()  # what the JPEG reader decodes
+    video = write_rgb_video(root / "rally.mp4", pixels, FPS)
+    broken = root / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    return {"folder": folder, "video": video, "broken": broken, "root": root}
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    from pespot.cli import main
+
+    code = main(["infer", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_infer_video_and_frame_folder_give_the_same_events(tiny_run, media, tmp_path, capsys):
+    out = tmp_path / "pred.json"
+    code, stdout, stderr = run_cli([str(tiny_run), str(media["video"]), str(media["folder"]), "--out", str(out),
+                                    "--fps", "30", "--csv", str(tmp_path / "pred.csv"), "--save-scores",
+                                    str(tmp_path / "scores"), "--quiet", "--json"], capsys)
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["videos"] == 2 and summary["failures"] == [] and summary["frames"] == 2 * NUM_FRAMES
+    preds = {v.video: v for v in load_split(out, CLASSES, predictions=True)}
+    assert set(preds) == {"rally", "rally_frames"}
+    video, folder = preds["rally"], preds["rally_frames"]
+    assert video.fps == pytest.approx(FPS) and video.num_frames == NUM_FRAMES
+    assert video.events, "a random model scores around 0.5: threshold 0.01 must keep candidates"
+    assert all(0 <= e.frame < NUM_FRAMES and e.label in CLASSES for e in video.events)
+    assert [e.frame for e in video.events] == sorted(e.frame for e in video.events)
+    assert [(e.frame, e.label) for e in video.events] == [(e.frame, e.label) for e in folder.events]
+    np.testing.assert_allclose([e.score for e in video.events], [e.score for e in folder.events], rtol=1e-5)
+    # local_max NMS with window 1: no kept event has a strictly better same-class neighbour one frame away.
+    scores, classes, fps = infer.load_scores_npz(tmp_path / "scores" / "rally.npz")
+    assert scores.shape == (NUM_FRAMES, len(CLASSES) + 1) and classes == CLASSES and fps == pytest.approx(FPS)
+    for e in video.events:
+        column = scores[:, CLASSES.index(e.label) + 1]
+        assert e.score == pytest.approx(float(column[e.frame]))
+        assert column[max(e.frame - 1, 0): e.frame + 2].max() <= column[e.frame]
+    rows = list(csv.DictReader(open(tmp_path / "pred.csv")))
+    assert len(rows) == len(video.events) + len(folder.events)
+    assert float(rows[0]["time"]) == pytest.approx(int(rows[0]["frame"]) / FPS, abs=1e-3)
+
+
+def test_infer_reports_bad_inputs_and_finishes_the_others(tiny_run, media, tmp_path, capsys):
+    out = tmp_path / "pred.json"
+    missing = media["root"] / "nothing_here.mp4"
+    empty = tmp_path / "empty_folder"
+    empty.mkdir()
+    code, stdout, stderr = run_cli([str(tiny_run), str(media["broken"]), str(media["video"]), str(missing),
+                                    str(empty), "--out", str(out), "--quiet"], capsys)
+    assert code != 0
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 3, stderr
+    assert "broken.mp4" in lines[0] and "nothing_here.mp4" in lines[1] and "empty_folder" in lines[2]
+    assert all(line.startswith("pespot infer: error: ") for line in lines)
+    assert [v.video for v in load_split(out, CLASSES, predictions=True)] == ["rally"]
+    assert "3 failed" in stdout
+
+
+def test_infer_split_json_with_frame_store(tiny_run, media, tmp_path, capsys):
+    import shutil
+
+    store = tmp_path / "frames"
+    store.mkdir()
+    shutil.copytree(media["folder"], store / "a")
+    shutil.copy(media["video"], store / "b.mp4")
+    split = tmp_path / "test.json"
+    split.write_text(json.dumps([
+        {"video": "a", "num_frames": NUM_FRAMES - 10, "fps": 25.0, "events": []},  # fewer than stored: truncated
+        {"video": "b", "num_frames": NUM_FRAMES, "fps": 29.97, "events": [{"frame": 3, "label": "hit"}]},
+        {"video": "c", "num_frames": 10, "fps": 25.0, "events": []},  # not in the store
+    ]))
+    out = tmp_path / "pred.json"
+    code, _, stderr = run_cli([str(tiny_run), str(split), "--frames", str(store), "--out", str(out), "--quiet",
+                               "--nms", "none"], capsys)
+    assert code == 1 and "video 'c'" in stderr and stderr.count("\n") == 1
+    preds = load_split(out, CLASSES, predictions=True)
+    assert [(v.video, v.num_frames, v.fps) for v in preds] == [("a", NUM_FRAMES - 10, 25.0), ("b", NUM_FRAMES, 29.97)]
+    # No NMS, random model: every (frame, class) is a candidate (scores are far above 0.01).
+    assert len(preds[0].events) == (NUM_FRAMES - 10) * len(CLASSES)
+
+
+def test_classes_option_renames_and_checks_the_count(tiny_run, tmp_path):
+    (tmp_path / "class.txt").write_text("serve\nvolley\n")
+    from pespot.data.labels import load_classes
+
+    predictor = infer.load_predictor(tiny_run, device="cpu", classes=load_classes(tmp_path / "class.txt"))
+    assert predictor.classes == ["serve", "volley"] and not predictor.model.training
+    assert predictor.activation == "sigmoid" and predictor.clip_len == 8
+    with pytest.raises(DataError, match="2 classes, --classes gives 3"):
+        infer.load_predictor(tiny_run, device="cpu", classes=["a", "b", "c"])

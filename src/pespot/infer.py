@@ -153,19 +153,15 @@ def load_predictor(run_or_ckpt: str | Path, device: str | torch.device = "auto",
         if len(classes) != len(ckpt_classes):
             raise DataError(f"{path}: the model has {len(ckpt_classes)} classes, --classes gives {len(classes)}")
         ckpt_classes = list(classes)
-    # The trained weights replace any initialisation: never fetch ImageNet weights to throw them away.
-    cfg.model.pretrained = False
-    cfg.model.weights = None
     dev = resolve_device(device)
-    model = build_model(cfg, len(ckpt_classes))
+    # The trained weights replace any initialisation: never fetch ImageNet weights to throw them away.
+    model = build_model(cfg, len(ckpt_classes), load_weights=False)
     try:
         model.load_state_dict(ckpt["model"], strict=True)
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
         raise DataError(f"{path}: weights do not fit the model its config describes ({first})") from None
-    model.eval().to(dev)
-    if cfg.model.channels_last:
-        model.to(memory_format=torch.channels_last)
+    model.eval().to(dev)  # build_model already put the backbone in channels_last when the config says so
     activation = "softmax" if cfg.loss.classification == "ce" else "sigmoid"
     return Predictor(model=model, cfg=cfg, classes=ckpt_classes, device=dev, activation=activation,
                      source=str(path))
@@ -292,11 +288,18 @@ def center_crop(frames: np.ndarray, crop: int | None) -> np.ndarray:
     return frames[:, top: top + crop, left: left + crop]
 
 
-def _normalise(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, T, H, W, 3) on the device -> ImageNet-normalised float (B, T, 3, H, W), channels last in memory."""
+def _normalise(batch: torch.Tensor, valid: list[int]) -> torch.Tensor:
+    """uint8 (B, T, H, W, 3) on the device -> ImageNet-normalised float (B, T, 3, H, W), channels last in memory.
+
+    Frames past ``valid[b]`` (the padding of a last window) are set to 0 after normalisation, which is how the
+    model pads a short clip itself.
+    """
     mean = torch.tensor(IMAGENET_MEAN, device=batch.device)
     std = torch.tensor(IMAGENET_STD, device=batch.device)
     x = (batch.float() / 255.0 - mean) / std  # (B, T, H, W, 3)
+    for b, n in enumerate(valid):
+        if n < x.shape[1]:
+            x[b, n:] = 0.0
     # The permuted view keeps channels innermost: flattened to (B*T, 3, H, W) inside the model it is already
     # in channels_last layout, so no copy is made before the first convolution.
     return x.permute(0, 1, 4, 2, 3)
@@ -349,7 +352,8 @@ def predict_scores(predictor: Predictor, source: Any, overlap: float = 0.5, batc
     pending: list[tuple[int, np.ndarray, int]] = []
 
     def flush() -> None:
-        scores = _score_windows(predictor, np.stack([frames for _, frames, _ in pending]))  # (B, T, K+1)
+        windows = np.stack([frames for _, frames, _ in pending])  # (B, T, H, W, 3)
+        scores = _score_windows(predictor, windows, [valid for _, _, valid in pending])  # (B, T, K+1)
         for (start, _, valid), window_scores in zip(pending, scores):
             acc.add(start, window_scores[:valid])
         bar.update(max(acc.length - bar.n, 0))
@@ -372,10 +376,11 @@ def predict_scores(predictor: Predictor, source: Any, overlap: float = 0.5, batc
 
 
 @torch.inference_mode()
-def _score_windows(predictor: Predictor, windows: np.ndarray) -> np.ndarray:
-    """uint8 windows (B, T, H, W, 3) -> per-frame class probabilities (B, T, K+1) as float32 numpy."""
+def _score_windows(predictor: Predictor, windows: np.ndarray, valid: list[int]) -> np.ndarray:
+    """uint8 windows (B, T, H, W, 3) with ``valid`` real frames each -> per-frame class probabilities
+    (B, T, K+1) as float32 numpy."""
     batch = torch.from_numpy(np.ascontiguousarray(windows)).to(predictor.device, non_blocking=True)
-    x = _normalise(batch)  # (B, T, 3, H, W)
+    x = _normalise(batch, valid)  # (B, T, 3, H, W)
     amp = predictor.amp_dtype
     ctx = torch.autocast(predictor.device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
     with ctx:

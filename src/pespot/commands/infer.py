@@ -88,41 +88,40 @@ def run(args: argparse.Namespace) -> int:
         print(f"pespot infer: error: {line}", file=sys.stderr)
         failures.append({"input": origin, "error": line})
 
-    jobs: list[_Job] = []
-    for item in args.inputs:
-        try:
-            jobs.extend(_expand_input(item, args))
-        except PespotError as err:
-            fail(item, err)
-
     preds: list[infer.VideoPrediction] = []
     seen: dict[str, str] = {}
     total_frames = 0
     started = time.perf_counter()
-    for job in jobs:
-        if job.video in seen:
-            fail(job.origin, PespotError(f"video id '{job.video}' also comes from {seen[job.video]}"))
-            continue
-        seen[job.video] = job.origin
-        t0 = time.perf_counter()
+    for item in args.inputs:  # in the order given, so messages and outputs follow the command line
         try:
-            stream = job.open(predictor.height)
-            scores = infer.predict_scores(predictor, stream, overlap=overlap, batch_size=batch_size,
-                                          progress=not args.quiet, desc=job.video)
-            events = infer.scores_to_events(scores, predictor.classes, threshold=threshold, nms=nms,
-                                            nms_window=nms_window)
-            pred = infer.VideoPrediction(video=job.video, fps=stream.fps, scores=scores, events=events)
-            if args.save_scores:
-                infer.write_scores_npz(pred, predictor.classes, args.save_scores)
+            jobs = _expand_input(item, args)
         except PespotError as err:
-            fail(job.origin, err)
+            fail(item, err)
             continue
-        seconds = time.perf_counter() - t0
-        total_frames += pred.num_frames
-        preds.append(pred)
-        if not args.json:
-            print(f"{job.video}: {pred.num_frames} frames, {len(events)} events "
-                  f"({pred.num_frames / max(seconds, 1e-9):.1f} frames/s)")
+        for job in jobs:
+            if job.video in seen:
+                fail(job.origin, PespotError(f"video id '{job.video}' also comes from {seen[job.video]}"))
+                continue
+            seen[job.video] = job.origin
+            t0 = time.perf_counter()
+            try:
+                stream = job.open(predictor.height)
+                scores = infer.predict_scores(predictor, stream, overlap=overlap, batch_size=batch_size,
+                                              progress=not args.quiet, desc=job.video)
+                events = infer.scores_to_events(scores, predictor.classes, threshold=threshold, nms=nms,
+                                                nms_window=nms_window)
+                pred = infer.VideoPrediction(video=job.video, fps=stream.fps, scores=scores, events=events)
+                if args.save_scores:
+                    infer.write_scores_npz(pred, predictor.classes, args.save_scores)
+            except PespotError as err:
+                fail(job.origin, err)
+                continue
+            seconds = time.perf_counter() - t0
+            total_frames += pred.num_frames
+            preds.append(pred)
+            if not args.json:
+                print(f"{job.video}: {pred.num_frames} frames, {len(events)} events "
+                      f"({pred.num_frames / max(seconds, 1e-9):.1f} frames/s)")
     elapsed = time.perf_counter() - started
 
     outputs: dict[str, str] = {}
