@@ -26,6 +26,15 @@ MEAN = np.array(infer.IMAGENET_MEAN)
 STD = np.array(infer.IMAGENET_STD)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: the tiny models here gain nothing from more, and CI machines are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # helpers
 

@@ -398,41 +398,36 @@ def scores_to_events(scores: np.ndarray, classes: list[str], threshold: float = 
                      nms_window: int = 1) -> list[Event]:
     """Events of one video from its per-frame scores (N, K+1): candidates >= threshold, then per-class NMS.
 
-    ``nms``: ``local_max`` (E2E-Spot: drop an event if another of its class within ``nms_window`` frames
-    scores strictly higher), ``greedy`` (keep the best, suppress its neighbours, repeat), ``soft`` (decay the
-    neighbours' scores instead) or ``none``. Events are sorted by frame (then class order).
+    ``nms`` (``pespot.postprocess``): ``local_max`` (E2E-Spot: drop an event if another of its class within
+    ``nms_window`` frames scores strictly higher), ``greedy`` (keep the best, drop its neighbours, repeat),
+    ``soft`` (decay the neighbours' scores instead; events falling below the threshold are dropped) or
+    ``none``. Events are sorted by frame, then class order.
     """
+    from pespot import postprocess
+
     scores = np.asarray(scores)
     if scores.ndim != 2 or scores.shape[1] != len(classes) + 1:
         raise DataError(f"scores of shape {scores.shape}: expected (num_frames, {len(classes) + 1}) "
                         f"for {len(classes)} classes plus background")
     if nms not in NMS_CHOICES:
         raise ConfigError(f"--nms '{nms}': expected one of {', '.join(NMS_CHOICES)}")
-    if nms_window < 0:
-        raise ConfigError(f"--nms-window: expected a non-negative number of frames, got {nms_window}")
-    frames, columns = np.nonzero(scores[:, 1:] >= threshold)  # row-major: sorted by frame, then class
-    events = [Event(frame=int(f), label=classes[c], score=float(scores[f, c + 1]))
-              for f, c in zip(frames, columns)]
-    if nms != "none" and events:
-        events = apply_nms(events, nms, nms_window)
-    order = {name: i for i, name in enumerate(classes)}
-    events.sort(key=lambda e: (e.frame, order.get(e.label, len(order))))
-    return events
-
-
-def apply_nms(events: list[Event], nms: str, window: int) -> list[Event]:
-    """Run one of ``pespot.postprocess``'s per-class NMS functions on one video's events."""
-    from pespot import postprocess
-
+    if isinstance(nms_window, bool) or int(nms_window) != nms_window or nms_window < 0:
+        raise ConfigError(f"--nms-window: expected a non-negative whole number of frames, got {nms_window!r}")
+    # Candidates, row-major: sorted by frame, then class. Column 0 (background) never makes an event.
+    frames, columns = np.nonzero(scores[:, 1:] >= threshold)
+    values = scores[frames, columns + 1].astype(np.float64)
     if nms == "local_max":
-        return postprocess.nms_local_max(events, window)
-    if nms == "greedy":
-        return postprocess.nms_greedy(events, window)
-    if nms == "soft":
-        return postprocess.soft_nms(events, window)
-    if nms == "none":
-        return list(events)
-    raise ConfigError(f"--nms '{nms}': expected one of {', '.join(NMS_CHOICES)}")
+        keep = postprocess.local_max_keep(frames, values, nms_window, groups=columns)
+    elif nms == "greedy":
+        keep = postprocess.greedy_keep(frames, values, nms_window, groups=columns)
+    elif nms == "soft":
+        keep, decayed = postprocess.soft_nms_scores(frames, values, nms_window, groups=columns,
+                                                    threshold=threshold)
+        values = np.where(keep, decayed, values)
+    else:
+        keep = np.ones(frames.shape, dtype=bool)
+    return [Event(frame=int(f), label=classes[c], score=float(v))
+            for f, c, v in zip(frames[keep], columns[keep], values[keep])]
 
 
 # ------------------------------------------------------------------------------------------------------------
