@@ -1,15 +1,153 @@
-"""`pespot info`: not implemented yet (see the open issues); it exits with an error and does nothing."""
+"""Parameters (total and per part) and GFLOPs per clip of a model config.
+
+    pespot info --preset paper --num-classes 17
+    pespot info --config my.yaml --clip-len 100 --size 224x398 --json
+
+FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` for one clip in eval mode (convolutions, matrix
+products, the GRU; element-wise operations such as BN, activations and ASTRM's gating products are not counted),
+on the meta device, so no real clip is computed. MACs = FLOPs / 2. ``params_total`` is everything built for
+training (with the SoftIC/IC projection head when the loss uses it); ``params_inference`` leaves that head out.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
+from pathlib import Path
 
 from pespot.errors import PespotError
 
+PART_LABELS = {
+    "backbone": "backbone (without inserted modules)",
+    "temporal_module": "temporal module (per block)",
+    "temporal_head": "temporal head",
+    "classifier": "classifier",
+    "projection": "projection head (training only)",
+}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    """Arguments of ``pespot info``."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--preset", help="a preset name (default: paper)")
+    source.add_argument("--config", help="a config YAML file")
+    parser.add_argument("--num-classes", type=int, help="event classes K (default: the config's num_classes or "
+                        "the classes of data.root)")
+    parser.add_argument("--clip-len", type=int, help="frames per clip; the model is built for it "
+                        "(default: model.clip_len)")
+    parser.add_argument("--size", default="224x224", help="frame size HxW (default 224x224)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. model.temporal_head=bilstm (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'HxW' (or a single number for a square) -> (H, W)."""
+    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", text)
+    if not match or int(match.group(1)) <= 0 or (match.group(2) and int(match.group(2)) <= 0):
+        raise PespotError(f"--size {text!r}: expected HxW, e.g. 224x224 or 224x398")
+    height = int(match.group(1))
+    return height, int(match.group(2) or height)
+
+
+def _num_classes(cfg, given: int | None) -> int:
+    if given is not None:
+        if given <= 0:
+            raise PespotError(f"--num-classes {given}: expected a positive number of event classes")
+        return given
+    if cfg.num_classes is not None:
+        return cfg.num_classes
+    if cfg.data.root:
+        from pespot.data.labels import load_classes
+
+        return len(load_classes(Path(cfg.data.root) / "class.txt"))
+    raise PespotError("number of event classes unknown: pass --num-classes K, or set num_classes or data.root "
+                      "(a dataset folder with class.txt) in the config")
+
+
+def model_info(cfg, num_classes: int, size: tuple[int, int] = (224, 224)) -> dict:
+    """Parameters per part and FLOPs for one clip of ``cfg.model.clip_len`` frames of ``size`` (H, W)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pespot.model import build_model
+
+    clip_len = cfg.model.clip_len
+    with torch.device("meta"):  # shapes only: nothing is allocated or computed
+        model = build_model(cfg, num_classes, load_weights=False).eval()
+        frames = torch.zeros(1, clip_len, 3, *size)
+    params = {name: sum(p.numel() for p in plist) for name, plist in model.parts().items()}
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(frames)
+    flops_by_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+    total_flops = counter.get_total_flops()
+
+    root = type(model).__name__
+    names = {id(module): name for name, module in model.named_modules()}
+
+    def flops_of(module) -> int:
+        return flops_by_module.get(f"{root}.{names[id(module)]}", 0)
+
+    inserted = sum(flops_of(m) for m in model.temporal_modules)
+    flops_parts = {
+        "backbone": flops_of(model.backbone) - inserted,
+        "temporal_module": inserted,
+        "temporal_head": flops_of(model.temporal_head),
+        "classifier": flops_of(model.classifier),
+    }
+    mcfg = cfg.model
+    return {
+        "name": cfg.name,
+        "backbone": mcfg.backbone,
+        "temporal_module": mcfg.temporal_module,
+        "temporal_head": mcfg.temporal_head,
+        "num_classes": num_classes,
+        "clip_len": clip_len,
+        "size": [size[0], size[1]],
+        "params": params,
+        "params_total": sum(params.values()),
+        "params_inference": sum(v for k, v in params.items() if k != "projection"),
+        "gflops": total_flops / 1e9,
+        "gmacs": total_flops / 2e9,
+        "gflops_per_frame": total_flops / 1e9 / clip_len,
+        "gflops_by_part": {k: v / 1e9 for k, v in flops_parts.items()},
+    }
+
+
+def format_table(info: dict) -> str:
+    """The human-readable report."""
+    height, width = info["size"]
+    lines = [
+        f"{info['name']}: {info['backbone']} + {info['temporal_module']}, {info['temporal_head']} head, "
+        f"{info['num_classes']} classes (+ background), clip {info['clip_len']} x {height}x{width}",
+        "",
+        f"{'part':<38}{'params':>12}{'GFLOPs':>10}",
+    ]
+    for part, count in info["params"].items():
+        gflops = info["gflops_by_part"].get(part)
+        lines.append(f"{PART_LABELS.get(part, part):<38}{count:>12,}{'' if gflops is None else f'{gflops:.2f}':>10}")
+    lines += [
+        f"{'total (training)':<38}{info['params_total']:>12,}{info['gflops']:>10.2f}",
+        f"{'inference (without projection head)':<38}{info['params_inference']:>12,}",
+        "",
+        f"per clip: {info['gflops']:.2f} GFLOPs = {info['gmacs']:.2f} GMACs; "
+        f"per frame: {info['gflops_per_frame']:.3f} GFLOPs",
+    ]
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise PespotError("'pespot info' is not implemented yet")
+    """Build the model on the meta device, count, print."""
+    from pespot.config import apply_overrides, load_config, validate
+
+    cfg = load_config(args.config or args.preset or "paper", args.overrides)
+    if args.clip_len is not None:
+        if args.clip_len <= 0:
+            raise PespotError(f"--clip-len {args.clip_len}: expected a positive number of frames")
+        cfg = apply_overrides(cfg, [f"model.clip_len={args.clip_len}"])
+        validate(cfg)
+    size = parse_size(args.size)
+    info = model_info(cfg, _num_classes(cfg, args.num_classes), size)
+    print(json.dumps(info) if args.json else format_table(info))
+    return 0

@@ -89,6 +89,11 @@ class Spotter(nn.Module):
         source = hidden if self.softic_feature == "temporal" else feat
         return logits, self.projection(source.reshape(batch * length, -1))
 
+    @property
+    def temporal_modules(self) -> list[nn.Module]:
+        """The per-block modules inserted into the backbone (ASTRM, GSM or TSM), in block order."""
+        return list(self._temporal_modules)
+
     def parts(self) -> OrderedDict[str, list[nn.Parameter]]:
         """Parameters by part: backbone (without the inserted modules), temporal_module, temporal_head,
         classifier, projection (empty when not built)."""
