@@ -270,7 +270,7 @@ def test_writers_json_csv_npz(tmp_path):
     assert [(v.video, v.num_frames) for v in loaded] == [("v1", 12), ("league/game/1", 5)]
 
     infer.write_predictions_csv(preds, tmp_path / "pred.csv")
-    rows = list(csv.DictReader(open(tmp_path / "pred.csv")))
+    rows = list(csv.DictReader((tmp_path / "pred.csv").read_text().splitlines()))
     assert rows == [{"video": "v1", "frame": "2", "time": "0.080", "label": "a", "score": "0.75"},
                     {"video": "v1", "frame": "10", "time": "0.400", "label": "b", "score": "0.125"}]
 
@@ -393,7 +393,7 @@ def test_infer_video_and_frame_folder_give_the_same_events(tiny_run, media, tmp_
         column = scores[:, CLASSES.index(e.label) + 1]
         assert e.score == pytest.approx(float(column[e.frame]))
         assert column[max(e.frame - 1, 0): e.frame + 2].max() <= column[e.frame]
-    rows = list(csv.DictReader(open(tmp_path / "pred.csv")))
+    rows = list(csv.DictReader((tmp_path / "pred.csv").read_text().splitlines()))
     assert len(rows) == len(video.events) + len(folder.events)
     assert float(rows[0]["time"]) == pytest.approx(int(rows[0]["frame"]) / FPS, abs=1e-3)
 
@@ -446,3 +446,24 @@ def test_classes_option_renames_and_checks_the_count(tiny_run, tmp_path):
     assert predictor.activation == "sigmoid" and predictor.clip_len == 8
     with pytest.raises(DataError, match="2 classes, --classes gives 3"):
         infer.load_predictor(tiny_run, device="cpu", classes=["a", "b", "c"])
+
+
+def test_infer_writes_soccernet_results_per_game(tiny_run, media, tmp_path, capsys):
+    import shutil
+
+    from pespot.data.soccernet import frame_to_ms
+
+    game = "england_epl/2015-2016/2015-08-29 - 17-00 Chelsea 1 - 2 Crystal Palace"
+    store = tmp_path / "frames"
+    shutil.copytree(media["folder"], store / game / "half2")
+    split = tmp_path / "challenge.json"
+    split.write_text(json.dumps([{"video": f"{game}/half2", "num_frames": 20, "fps": 2.0, "events": []}]))
+    code, _, stderr = run_cli([str(tiny_run), str(split), "--frames", str(store), "--soccernet",
+                               str(tmp_path / "sn"), "--out", str(tmp_path / "pred.json"), "--quiet"], capsys)
+    assert code == 0, stderr
+    results = json.loads((tmp_path / "sn" / game / "results_spotting.json").read_text())
+    (video,) = load_split(tmp_path / "pred.json", CLASSES, predictions=True)
+    assert results["UrlLocal"] == game and len(results["predictions"]) == len(video.events) > 0
+    expected = sorted((frame_to_ms(e.frame, 2.0), e.label) for e in video.events)
+    assert sorted((int(p["position"]), p["label"]) for p in results["predictions"]) == expected
+    assert {p["half"] for p in results["predictions"]} == {"2"}

@@ -22,16 +22,17 @@ import io
 import math
 import pickle
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from pespot.config import Config, from_dict
 from pespot.data.labels import Event, Video, save_split
-from pespot.errors import ConfigError, DataError, PespotError
+from pespot.errors import ConfigError, DataError
 from pespot.fsutil import atomic_path, write_text_atomic
 
 CHECKPOINT_FORMAT = "pespot-checkpoint-v1"
@@ -237,7 +238,7 @@ def window_stride(clip_len: int, overlap: float) -> int:
     """Stride between window starts: ``clip_len - overlap * clip_len`` frames (at least 1)."""
     if not 0.0 <= overlap < 1.0:
         raise ConfigError(f"--overlap: expected 0 <= overlap < 1, got {overlap}")
-    return max(1, clip_len - int(round(overlap * clip_len)))
+    return max(1, clip_len - round(overlap * clip_len))
 
 
 def iter_windows(chunks: Iterator[np.ndarray], clip_len: int, stride: int
@@ -284,7 +285,7 @@ def center_crop(frames: np.ndarray, crop: int | None) -> np.ndarray:
         top, left = (padded.shape[1] - h) // 2, (padded.shape[2] - w) // 2
         padded[:, top: top + h, left: left + w] = frames
         frames, h, w = padded, padded.shape[1], padded.shape[2]
-    top, left = int(round((h - crop) / 2.0)), int(round((w - crop) / 2.0))
+    top, left = round((h - crop) / 2.0), round((w - crop) / 2.0)
     return frames[:, top: top + crop, left: left + crop]
 
 
@@ -445,7 +446,7 @@ class VideoPrediction:
 
     @property
     def num_frames(self) -> int:
-        return int(len(self.scores))
+        return len(self.scores)
 
     def to_video(self) -> Video:
         return Video(video=self.video, num_frames=self.num_frames, fps=self.fps, events=list(self.events))
@@ -472,10 +473,10 @@ def write_scores_npz(pred: VideoPrediction, classes: list[str], out_dir: str | P
     """Per-frame scores of one video as ``<out_dir>/<video>.npz`` (compressed): ``scores`` (N, K+1) float32,
     ``classes`` (K,), ``fps`` (NaN when unknown). Ids with '/' (SoccerNet halves) become sub-folders."""
     path = Path(out_dir) / f"{pred.video}.npz"
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:  # a file object: np.savez would otherwise append ".npz" to the temp name
-            np.savez_compressed(f, scores=pred.scores.astype(np.float32), classes=np.array(classes),
-                                fps=np.float64(pred.fps if pred.fps else math.nan))
+    # A file object: given a name, np.savez would append ".npz" to the temporary name.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, scores=pred.scores.astype(np.float32), classes=np.array(classes),
+                            fps=np.float64(pred.fps if pred.fps else math.nan))
     return path
 
 
@@ -493,7 +494,7 @@ def load_scores_npz(path: str | Path) -> tuple[np.ndarray, list[str], float | No
 
 
 def write_soccernet(preds: list[VideoPrediction], out_dir: str | Path) -> list[Path]:
-    """SoccerNet ``results_spotting.json`` per game under ``out_dir`` (ids ``<league>/<season>/<game>/<half>``)."""
+    """SoccerNet ``results_spotting.json`` per game under ``out_dir`` (ids ``<league>/<season>/<game>/half1``)."""
     from pespot.data import soccernet
 
     videos = [p.to_video() for p in preds]

@@ -15,9 +15,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from pespot.errors import ConfigError, PespotError
 
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", metavar="FILE", help="class.txt naming the model's classes (same number)")
     parser.add_argument("--csv", metavar="FILE", help="also write events as CSV: video, frame, time, label, score")
     parser.add_argument("--soccernet", metavar="DIR",
-                        help="also write SoccerNet results_spotting.json per game (ids <league>/<season>/<game>/<half>)")
+                        help="also write SoccerNet results_spotting.json per game (video ids <league>/<season>/<game>/half1|half2)")
     parser.add_argument("--save-scores", metavar="DIR",
                         help="also write per-frame scores as <DIR>/<video>.npz (for ensembles)")
     parser.add_argument("--overlap", type=float, help="window overlap, fraction of the clip (default: run's eval config, 0.5)")
