@@ -65,14 +65,14 @@ def ce_loss(logits: Tensor, targets: Tensor, fg_weight: float = 5.0) -> Tensor:
 
     Same value as ``F.cross_entropy(x, p, weight=w)`` with probability targets: the mean is over frames (not
     divided by the summed weights, unlike the hard-label form). Multi-label rows (sum > 1) are renormalised to a
-    distribution first; all-zero rows contribute zero.
+    distribution first; mixup rows (sum 1) are used exactly as given.
     """
     x, t = _flatten(logits, targets)
     row_sum = t.sum(dim=1, keepdim=True)
-    t = torch.where(row_sum > 0, t / row_sum.clamp_min(1e-12), t)
+    t = torch.where(row_sum > 1.0 + 1e-6, t / row_sum, t)
     weight = torch.full((x.shape[1],), float(fg_weight), dtype=x.dtype, device=x.device)
     weight[0] = 1.0  # background
-    return -(weight * t * F.log_softmax(x, dim=1)).sum(dim=1).mean()
+    return F.cross_entropy(x, t, weight=weight)  # probability targets: -(1/N) sum_i sum_c w_c t_ic log p_ic
 
 
 def focal_loss(logits: Tensor, targets: Tensor, gamma: float = 2.0, alpha: float = 0.25) -> Tensor:
