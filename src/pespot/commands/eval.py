@@ -1,15 +1,216 @@
-"""`pespot eval`: not implemented yet (see the open issues); it exits with an error and does nothing."""
+"""mAP at frame tolerances (E2E-Spot definition), or the official SoccerNet average-mAP.
+
+    pespot eval TRUTH.json PRED.json [--classes class.txt] [--tolerances 0 1 2 4] [--nms W] [--plot DIR] [--json]
+    pespot eval --soccernet LABELS_ROOT PRED_ROOT [--metric tight|loose|at1..at5] [--framerate 2] [--json]
+    pespot eval --soccernet LABELS_ROOT PRED.json --fps 2 [--nms W]
+
+Frame-tolerance mode: classes come from ``--classes``, else a ``class.txt`` next to TRUTH.json, else the truth
+events. Every truth video is evaluated; one without predictions has none, and predictions for a video that is
+not in the truth are an error. With ``--nms W`` the table is printed twice, as E2E-Spot's eval.py does: on the
+raw predictions and after NMS (``--nms-method``, default E2E-Spot's local maximum); ``--json`` then reports the
+NMS numbers at the top level and the raw ones under ``without_nms``.
+
+SoccerNet mode: both roots hold ``<league>/<season>/<game>/`` folders (``Labels-v2.json``;
+``results_spotting.json``). A game without a prediction file counts as a game without predictions (a warning
+names how many). PRED may also be a pespot prediction JSON whose video ids are ``<game>/half1|half2``: it is
+converted in memory at ``--fps`` (default: each video's fps), after optional NMS. The official evaluator keeps
+only the last prediction of a class per bin; a warning says how many were overwritten.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 
 from pespot.errors import PespotError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    """Arguments of ``pespot eval``."""
+    parser.add_argument("truth", metavar="TRUTH", help="truth split JSON (E2E-Spot format), or with --soccernet "
+                        "the labels root")
+    parser.add_argument("pred", metavar="PRED", help="prediction JSON, or with --soccernet the predictions root "
+                        "(or a prediction JSON)")
+    parser.add_argument("--soccernet", action="store_true",
+                        help="official SoccerNet average-mAP: TRUTH = LABELS_ROOT, PRED = PRED_ROOT or PRED.json")
+    parser.add_argument("--classes", metavar="CLASS_TXT", help="class list (default: class.txt next to TRUTH, "
+                        "else the truth's labels; with --soccernet: SoccerNet-v2's 17 classes)")
+    parser.add_argument("--tolerances", type=int, nargs="+", default=[0, 1, 2, 4], metavar="T",
+                        help="tolerances in frames (default 0 1 2 4)")
+    parser.add_argument("--nms", type=int, metavar="W", help="also evaluate after NMS with a window of W frames")
+    parser.add_argument("--nms-method", default="local_max", choices=["local_max", "greedy", "soft"],
+                        help="NMS used by --nms (default local_max, E2E-Spot's)")
+    parser.add_argument("--plot", metavar="DIR", help="write figures: per-class AP bars and event timelines")
+    parser.add_argument("--videos", nargs="+", metavar="ID", help="videos for the timelines (default: the first 3)")
+    parser.add_argument("--metric", default="tight", choices=["tight", "loose", "at1", "at2", "at3", "at4", "at5"],
+                        help="SoccerNet metric (default tight)")
+    parser.add_argument("--framerate", type=float, default=2, help="SoccerNet evaluation bins per second "
+                        "(default 2)")
+    parser.add_argument("--fps", type=float, help="frame rate of a PRED.json given with --soccernet "
+                        "(default: each video's fps)")
+    parser.add_argument("--label-file", default="Labels-v2.json", help="SoccerNet label file name")
+    parser.add_argument("--prediction-file", default="results_spotting.json", help="SoccerNet prediction file name")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise PespotError("'pespot eval' is not implemented yet")
+    """Evaluate and print the report."""
+    if args.soccernet:
+        return _run_soccernet(args)
+    return _run_frames(args)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# mAP at frame tolerances
+
+
+def _classes_for(truth_path: Path, given: str | None) -> list[str] | None:
+    from pespot.data.labels import load_classes
+
+    if given:
+        return load_classes(given)
+    beside = truth_path.parent / "class.txt"
+    return load_classes(beside) if beside.is_file() else None
+
+
+def _table(result, title: str) -> str:
+    tols = result.tolerances
+    names = list(result.per_class)
+    width = max([len("Avg mAP (across tolerances)")] + [len(n) for n in names])
+    lines = [title, f"{'AP @ tol':<{width}}  " + "  ".join(f"{t:>7}" for t in tols)]
+    lines.append("-" * len(lines[-1]))
+    for name in names:
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{result.per_class[name][t] * 100:7.2f}" for t in tols))
+    lines.append("-" * len(lines[1]))
+    lines.append(f"{'mAP':<{width}}  " + "  ".join(f"{result.mAP[t] * 100:7.2f}" for t in tols))
+    lines.append(f"{'Avg mAP (across tolerances)':<{width}}  {result.average_mAP * 100:7.2f}")
+    return "\n".join(lines)
+
+
+def _run_frames(args: argparse.Namespace) -> int:
+    from pespot.data.labels import load_split, validate_split
+    from pespot.metrics import compute_map
+    from pespot.postprocess import apply_nms
+
+    truth_path, pred_path = Path(args.truth), Path(args.pred)
+    if truth_path.is_dir():
+        raise PespotError(f"{truth_path}: expected a truth split JSON (for SoccerNet label folders use --soccernet)")
+    classes = _classes_for(truth_path, args.classes)
+    truth = load_split(truth_path, classes)
+    pred = load_split(pred_path, predictions=True)
+    if classes is not None:
+        validate_split(pred, classes, str(pred_path), predictions=True)
+    for v in pred:
+        for i, e in enumerate(v.events):
+            if e.score is None:
+                raise PespotError(f"{pred_path}: video '{v.video}', event {i}: prediction without a 'score'")
+
+    raw = compute_map(truth, pred, classes, args.tolerances)
+    final, nms_pred = raw, pred
+    if args.nms is not None:
+        nms_pred = apply_nms(pred, args.nms_method, args.nms)
+        final = compute_map(truth, nms_pred, classes, args.tolerances)
+
+    plots: list[str] = []
+    if args.plot:
+        from pespot.viz import plot_per_class_ap, plot_timelines
+
+        plots += [str(p) for p in plot_per_class_ap(final, args.plot)]
+        plots += [str(p) for p in plot_timelines(truth, nms_pred, args.plot, args.videos, classes)]
+
+    if final.videos_without_predictions and not args.json:
+        print(f"note: {len(final.videos_without_predictions)} of {final.videos} truth videos have no predictions "
+              "(counted as none)", file=sys.stderr)
+    if args.json:
+        out = final.to_json()
+        if args.nms is not None:
+            out["nms"] = {"method": args.nms_method, "window": args.nms}
+            raw_json = raw.to_json()
+            out["without_nms"] = {k: raw_json[k] for k in ("mAP", "per_class", "average_mAP")}
+        if plots:
+            out["plots"] = plots
+        print(json.dumps(out))
+        return 0
+    print(_table(raw, "mAP without NMS" if args.nms is not None else "mAP"))
+    if args.nms is not None:
+        print()
+        print(_table(final, f"mAP with NMS ({args.nms_method}, window {args.nms})"))
+    for p in plots:
+        print(f"wrote {p}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------------
+# SoccerNet
+
+
+def _run_soccernet(args: argparse.Namespace) -> int:
+    from pespot.data.labels import load_classes, load_split, read_json
+    from pespot.data.soccernet import SOCCERNET_V2_CLASSES, find_games, split_video_id, videos_to_results
+    from pespot.metrics import SoccerNetGame, soccernet_average_map, soccernet_average_map_games
+    from pespot.postprocess import apply_nms
+
+    labels_root, pred_path = Path(args.truth), Path(args.pred)
+    if not labels_root.is_dir():
+        raise PespotError(f"{labels_root}: expected the SoccerNet labels root (a folder of <league>/<season>/<game>/)")
+    classes = load_classes(args.classes) if args.classes else list(SOCCERNET_V2_CLASSES)
+    if pred_path.is_dir():
+        result = soccernet_average_map(labels_root, pred_path, metric=args.metric, framerate=args.framerate,
+                                       classes=classes, label_file=args.label_file,
+                                       prediction_file=args.prediction_file)
+    elif pred_path.is_file():
+        pred = load_split(pred_path, classes, predictions=True)
+        if args.nms is not None:
+            pred = apply_nms(pred, args.nms_method, args.nms)
+        for v in pred:
+            split_video_id(v.video)  # clear error for ids that are not <game>/halfN
+        results = videos_to_results(pred, args.fps)
+        names = find_games(labels_root, args.label_file)
+        unknown = sorted(set(results) - set(names))
+        if unknown:
+            raise PespotError(f"{pred_path}: predictions for game '{unknown[0]}' which has no {args.label_file} "
+                              f"under {labels_root}")
+        games = []
+        for name in names:
+            lp = labels_root / name / args.label_file
+            games.append(SoccerNetGame(game=name, labels=read_json(lp), labels_path=str(lp),
+                                       predictions=results.get(name), predictions_path=f"{pred_path} ({name})"))
+        result = soccernet_average_map_games(games, metric=args.metric, framerate=args.framerate, classes=classes)
+    else:
+        raise PespotError(f"{pred_path}: not found (expected a predictions root or a prediction JSON)")
+
+    plots: list[str] = []
+    if args.plot:
+        from pespot.viz import plot_class_bars
+
+        values = dict(zip(classes, result["a_mAP_per_class"]))
+        path = Path(args.plot) / f"soccernet_{args.metric}_per_class.png"
+        plots.append(str(plot_class_bars(values, path, title=f"SoccerNet {args.metric} average-mAP per class",
+                                         xlabel="a-mAP (%)", mean=result["a_mAP"])))
+        result["plots"] = plots
+
+    missing = result["games_without_predictions"]
+    if missing:
+        print(f"warning: {len(missing)} of {result['games']} games have no predictions (counted as none), "
+              f"e.g. {missing[0]}", file=sys.stderr)
+    if result["predictions_overwritten"]:
+        print(f"warning: {result['predictions_overwritten']} predictions were overwritten by a later one of the "
+              f"same class in the same 1/{args.framerate:g} s bin (the official evaluator keeps the last; "
+              "apply NMS first)", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"SoccerNet average-mAP ({args.metric}, deltas {result['deltas']} s, {result['games']} games)")
+    print(f"  a_mAP          {result['a_mAP'] * 100:6.2f}")
+    print(f"  a_mAP visible  {result['a_mAP_visible'] * 100:6.2f}")
+    print(f"  a_mAP unshown  {result['a_mAP_unshown'] * 100:6.2f}")
+    width = max(len(c) for c in classes)
+    print(f"\n{'class':<{width}}  {'all':>7}  {'visible':>7}  {'unshown':>7}")
+    for i, c in enumerate(classes):
+        print(f"{c:<{width}}  {result['a_mAP_per_class'][i] * 100:7.2f}  "
+              f"{result['a_mAP_per_class_visible'][i] * 100:7.2f}  {result['a_mAP_per_class_unshown'][i] * 100:7.2f}")
+    for p in plots:
+        print(f"wrote {p}")
+    return 0
