@@ -10,8 +10,14 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from pespot.data.clips import (IMAGENET_MEAN, IMAGENET_STD, ClipDataset, WindowDataset, targets_for_window,
-                               window_starts)
+from pespot.data.clips import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ClipDataset,
+    WindowDataset,
+    targets_for_window,
+    window_starts,
+)
 from pespot.data.labels import Event, Video
 from pespot.errors import ConfigError, DataError
 
@@ -152,7 +158,6 @@ def test_clips_read_the_right_frames_pad_with_zeros_and_carry_targets(store):
 
 
 def test_videos_are_drawn_in_proportion_to_their_length(store):
-    _, videos = store
     ds = _dataset(store, clip_len=4, num_clips=1)
     counts = np.zeros(3)
     for i in range(3000):
@@ -220,7 +225,7 @@ def test_augmentation_uses_one_set_of_parameters_per_clip(tmp_path):
 
 def test_items_are_deterministic_per_seed_epoch_and_index(store):
     root, videos = store
-    options = dict(crop=24, augment=True, mixup=True, seed=11)
+    options = {"crop": 24, "augment": True, "mixup": True, "seed": 11}
     ds = ClipDataset(videos, CLASSES, root, 16, 8, **options)
     first = [ds[i] for i in range(8)]
     again = ClipDataset(videos, CLASSES, root, 16, 8, **options)
@@ -252,8 +257,8 @@ def test_dataloader_with_workers_gives_the_same_batches(store):
         assert a["video"] == b["video"] and torch.equal(a["start"], b["start"]) and torch.equal(a["lam"], b["lam"])
 
 
-def test_clear_errors(store, tmp_path):
-    root, videos = store
+def test_clear_errors(store):
+    root, _ = store
     with pytest.raises(ConfigError, match="smaller than the crop 40"):
         _dataset(store, crop=40)[0]
     too_long = [Video("v1", 50, 25.0, [])]  # the store holds 12 frames
