@@ -116,6 +116,22 @@ def test_iter_windows_cover_every_frame_once_per_window(num_frames, clip_len, st
         assert (window[n_valid:] == 0).all()  # zero padding after the last frame
 
 
+def test_windows_match_the_validation_windows_of_clips():
+    from pespot.data.clips import window_starts
+
+    for num_frames in range(1, 40):
+        for clip_len, stride in ((8, 4), (8, 8), (8, 3), (5, 1)):
+            frames = np.zeros((num_frames, 1, 1, 3), np.uint8)
+            starts = [w[0] for w in infer.iter_windows(iter([frames]), clip_len, stride)]
+            assert starts == window_starts(num_frames, clip_len, stride), (num_frames, clip_len, stride)
+
+
+def test_checkpoint_format_is_the_trainers():
+    from pespot.train import trainer
+
+    assert infer.CHECKPOINT_FORMAT == trainer.CHECKPOINT_FORMAT
+
+
 def test_window_stride_from_overlap():
     assert infer.window_stride(128, 0.5) == 64
     assert infer.window_stride(100, 0.0) == 100

@@ -1,0 +1,241 @@
+"""Inference speed: frames per second of ``pespot.infer.predict_scores`` on a raw video vs a frame store.
+
+The same frames are read three ways:
+
+* **raw video**: a synthetic 720p H.264 video (long GOP, like a broadcast or web video), decoded sequentially with
+  PyAV and resized to the model's height as it is decoded (what ``pespot infer VIDEO`` does);
+* **JPEG store**: the frames at the model's height as ``%06d.jpg`` (E2E-Spot's layout, quality 95);
+* **compact mp4 store**: the frames at the model's height in a short-GOP H.264 mp4.
+
+For each it measures reading alone (decode + resize, no model) and full inference (read, window, model, score
+averaging), with a randomly initialised model (weights do not change the speed). A model-only line (random
+uint8 windows already in memory) shows how much of the time is the network.
+
+    python benchmarks/infer_speed.py                       # writes docs/results/infer.md and infer.json
+    python benchmarks/infer_speed.py --frames 300 --threads 2 --out /tmp/infer
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pespot import __version__ as pespot_version
+from pespot import infer
+from pespot.config import load_config
+from pespot.data.frames import open_frames, resized_size
+from pespot.fsutil import write_json_atomic, write_text_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def synthetic_frame(index: int, width: int, height: int) -> np.ndarray:
+    """A broadcast-like frame: a smooth moving gradient with a few moving discs (cheap to generate, and
+    realistic to encode: mostly smooth areas and motion, not noise)."""
+    y = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None]
+    x = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :]
+    t = index / 25.0
+    img = np.empty((height, width, 3), dtype=np.float32)
+    img[..., 0] = 0.3 + 0.2 * np.sin(2 * np.pi * (x + 0.1 * t))
+    img[..., 1] = 0.5 + 0.2 * y
+    img[..., 2] = 0.3 + 0.1 * np.cos(2 * np.pi * (y - 0.05 * t))
+    for k in range(4):
+        cx = 0.5 + 0.4 * np.sin(0.7 * t * (k + 1) + k)
+        cy = 0.5 + 0.35 * np.cos(0.5 * t * (k + 1) + 2 * k)
+        r = 0.03 + 0.01 * k
+        inside = ((x - cx) * width / height) ** 2 + (y - cy) ** 2 < r * r
+        img[inside] = [(k * 0.3) % 1.0, 1.0 - k * 0.2, 0.2 + k * 0.2]
+    return (np.clip(img, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def encode(path: Path, frames, width: int, height: int, fps: float, gop: int, crf: int) -> Path:
+    """H.264 (yuv420p) with PyAV; ``frames`` yields uint8 (H, W, 3)."""
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": str(crf), "g": str(gop), "preset": "veryfast"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def make_inputs(work: Path, num_frames: int, width: int, height: int, model_height: int, fps: float
+                ) -> dict[str, Path]:
+    """The raw video, then the JPEG and compact-mp4 stores made from its frames at ``model_height``."""
+    from PIL import Image
+
+    raw = encode(work / "raw_720p.mp4", (synthetic_frame(i, width, height) for i in range(num_frames)),
+                 width, height, fps, gop=250, crf=23)
+    small = open_frames(raw, height=model_height).read(0, num_frames).numpy()  # (N, h, w, 3)
+    jpeg = work / "store_jpeg"
+    jpeg.mkdir()
+    for i, frame in enumerate(small):
+        Image.fromarray(frame).save(jpeg / f"{i:06d}.jpg", quality=95)
+    w, h = resized_size(width, height, model_height)
+    compact = encode(work / "store_compact.mp4", iter(small), w, h, fps, gop=16, crf=18)
+    return {"raw video (720p H.264)": raw, f"JPEG store ({h}p)": jpeg, f"compact mp4 store ({h}p)": compact}
+
+
+def timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def read_all(path: Path, height: int, chunk: int) -> int:
+    """Read every frame in order at ``height`` (no model); returns the number of frames."""
+    stream = infer.open_stream(path, height=height)
+    return sum(len(c) for c in stream.chunks(chunk))
+
+
+def machine_info(threads: int) -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import av
+    import timm
+
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": threads,
+        "load_average_1min": round(os.getloadavg()[0], 2),  # other work on the machine skews the numbers
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+        "timm": timm.__version__, "av": av.__version__, "numpy": np.__version__, "pespot": pespot_version,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=300, help="length of the test video (default 300)")
+    parser.add_argument("--size", default="1280x720", help="raw video WxH (default 1280x720)")
+    parser.add_argument("--fps", type=float, default=25.0)
+    parser.add_argument("--preset", default="paper", help="model preset (default paper: ASTRM + Bi-GRU)")
+    parser.add_argument("--clip-len", type=int, default=32)
+    parser.add_argument("--height", type=int, default=112, help="model input height (frames are read at it)")
+    parser.add_argument("--crop", type=int, default=112, help="centre crop (0 = full frame)")
+    parser.add_argument("--classes", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--overlap", type=float, default=0.5)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "infer"),
+                        help="writes OUT.md and OUT.json (default docs/results/infer)")
+    args = parser.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    cfg = load_config(args.preset, [f"model.clip_len={args.clip_len}", "model.pretrained=false",
+                                    f"data.height={args.height}", f"data.crop={args.crop or 'null'}"])
+    from pespot.model.spotter import build_model
+
+    device = infer.resolve_device(args.device)
+    classes = [f"class{i}" for i in range(args.classes)]
+    model = build_model(cfg, len(classes), load_weights=False).eval().to(device)
+    predictor = infer.Predictor(model=model, cfg=cfg, classes=classes, device=device,
+                                activation="softmax" if cfg.loss.classification == "ce" else "sigmoid")
+    stride = infer.window_stride(predictor.clip_len, args.overlap)
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="pespot-infer-bench-") as tmp:
+        t_make, inputs = timed(lambda: make_inputs(Path(tmp), args.frames, width, height, args.height, args.fps))
+        print(f"inputs ready in {t_make:.1f} s", file=sys.stderr)
+
+        # Model only: windows already decoded, cropped and in memory (one warm-up batch first).
+        w, h = resized_size(width, height, args.height)
+        crop_h, crop_w = (args.crop, args.crop) if args.crop else (h, w)
+        windows = np.random.default_rng(0).integers(
+            0, 256, (args.batch_size, predictor.clip_len, crop_h, crop_w, 3), dtype=np.uint8)
+        valid = [predictor.clip_len] * args.batch_size
+        infer._score_windows(predictor, windows, valid)
+        n_batches = max(1, -(-args.frames // (stride * args.batch_size)))  # as many windows as a video needs
+        t_model, _ = timed(lambda: [infer._score_windows(predictor, windows, valid) for _ in range(n_batches)])
+        model_fps = args.frames / t_model
+        print(f"model only: {model_fps:.1f} frames/s", file=sys.stderr)
+
+        for name, path in inputs.items():
+            t_read, n = timed(lambda path=path: read_all(path, args.height, stride))
+            assert n == args.frames, f"{name}: read {n} frames, expected {args.frames}"
+            t_infer, scores = timed(lambda path=path: infer.predict_scores(
+                predictor, path, overlap=args.overlap, batch_size=args.batch_size, progress=False))
+            assert scores.shape == (args.frames, len(classes) + 1)
+            size = sum(f.stat().st_size for f in path.rglob("*")) if path.is_dir() else path.stat().st_size
+            rows.append({"input": name, "bytes": size, "read_fps": round(args.frames / t_read, 1),
+                         "infer_fps": round(args.frames / t_infer, 1), "read_s": round(t_read, 3),
+                         "infer_s": round(t_infer, 3)})
+            print(f"{name}: read {rows[-1]['read_fps']} frames/s, infer {rows[-1]['infer_fps']} frames/s",
+                  file=sys.stderr)
+
+    command = "python benchmarks/infer_speed.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    threads = torch.get_num_threads()
+    result = {
+        "benchmark": "infer_speed", "command": command.strip(), "machine": machine_info(threads),
+        "setup": {"frames": args.frames, "raw_size": f"{width}x{height}", "fps": args.fps, "preset": args.preset,
+                  "clip_len": predictor.clip_len, "height": args.height, "crop": args.crop or None,
+                  "overlap": args.overlap, "stride": stride, "batch_size": args.batch_size,
+                  "classes": len(classes), "device": str(device), "amp": str(predictor.amp_dtype)},
+        "model_only_fps": round(model_fps, 1), "inputs": rows,
+    }
+    out = Path(args.out)
+    write_json_atomic(out.with_suffix(".json"), result)
+    write_text_atomic(out.with_suffix(".md"), render_markdown(result))
+    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}", file=sys.stderr)
+    return 0
+
+
+def render_markdown(r: dict) -> str:
+    s, m = r["setup"], r["machine"]
+    lines = [
+        "# Inference speed: raw video vs frame store",
+        "",
+        f"`{r['command']}`",
+        "",
+        f"{s['frames']} frames ({s['raw_size']} at {s['fps']:g} fps for the raw video), preset `{s['preset']}` "
+        f"with clip {s['clip_len']}, frames read at {s['height']} px"
+        + (f" and centre-cropped to {s['crop']}x{s['crop']}" if s["crop"] else "")
+        + f", windows with overlap {s['overlap']:g} (stride {s['stride']}), batches of {s['batch_size']}, "
+        f"{s['classes']} classes, randomly initialised model on `{s['device']}` (autocast: {s['amp']}).",
+        "Each frame goes through the network about 1 / (1 - overlap) times; frames/s count video frames.",
+        "",
+        "| input | size on disk | read only (frames/s) | inference (frames/s) |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in r["inputs"]:
+        lines.append(f"| {row['input']} | {row['bytes'] / 1e6:.1f} MB | {row['read_fps']:.1f} | "
+                     f"{row['infer_fps']:.1f} |")
+    lines += [
+        f"| model only (frames in memory) | | | {r['model_only_fps']:.1f} |",
+        "",
+        (f"Machine: {m['cpu'] or 'unknown CPU'}, {m['cores']} cores, {m['torch_threads']} torch threads, "
+         f"load average {m['load_average_1min']} at the end of the run"
+         + (f", GPU {m['gpu']}" if m["gpu"] else ", no GPU") + f"; {m['platform']}."),
+        (f"Versions: python {m['python']}, torch {m['torch']}, timm {m['timm']}, av {m['av']}, "
+         f"numpy {m['numpy']}, pespot {m['pespot']}."),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
