@@ -12,8 +12,8 @@ from torch import nn
 
 from pespot.config import AstrmConfig, load_config
 from pespot.errors import PespotError
-from pespot.model import build_model
 from pespot.model import backbone as backbone_mod
+from pespot.model import build_model
 from pespot.model.astrm import ASTRM, dynamic_temporal_conv, dynamic_temporal_conv_shifted
 from pespot.model.shift import GatedShift, ShiftThenConv, TemporalShift
 from pespot.model.temporal import TEMPORAL_HEADS, TemporalDeformableAttention, build_temporal_head
@@ -261,7 +261,14 @@ def test_deformable_attention_interpolates_with_zero_padding():
             lin.bias.zero_()
     x = torch.randn(2, 5, d)
     nxt = torch.cat([x[:, 1:], torch.zeros_like(x[:, :1])], dim=1)
-    assert torch.allclose(attn(x), 0.5 * (x + nxt), atol=1e-6)
+    out = attn(x)
+    assert torch.allclose(out, 0.5 * (x + nxt), atol=1e-6)
+    # with its default init (points spread around each frame) every projection learns; the sampling positions
+    # through the interpolation weights
+    attn = TemporalDeformableAttention(d, heads=2, points=2)
+    attn(x).square().sum().backward()
+    for name, p in attn.named_parameters():
+        assert p.grad.abs().sum() > 0, name
 
 
 # ------------------------------------------------------------------------------------------------ the spotter

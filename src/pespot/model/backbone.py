@@ -35,6 +35,8 @@ def _hub_offline() -> bool:
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
     """One quick TCP connection to the hub, so an offline machine does not sit through the hub client's retries."""
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # behind a proxy a direct connection says nothing: let the hub client try
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     parsed = urlparse(endpoint)
     host = parsed.hostname or "huggingface.co"
