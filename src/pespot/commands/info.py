@@ -119,8 +119,8 @@ def format_table(info: dict) -> str:
     """The human-readable report."""
     height, width = info["size"]
     lines = [
-        f"{info['name']}: {info['backbone']} + {info['temporal_module']}, {info['temporal_head']} head, "
-        f"{info['num_classes']} classes (+ background), clip {info['clip_len']} x {height}x{width}",
+        (f"{info['name']}: {info['backbone']} + {info['temporal_module']}, {info['temporal_head']} head, "
+         f"{info['num_classes']} classes (+ background), clip {info['clip_len']} x {height}x{width}"),
         "",
         f"{'part':<38}{'params':>12}{'GFLOPs':>10}",
     ]
@@ -131,8 +131,8 @@ def format_table(info: dict) -> str:
         f"{'total (training)':<38}{info['params_total']:>12,}{info['gflops']:>10.2f}",
         f"{'inference (without projection head)':<38}{info['params_inference']:>12,}",
         "",
-        f"per clip: {info['gflops']:.2f} GFLOPs = {info['gmacs']:.2f} GMACs; "
-        f"per frame: {info['gflops_per_frame']:.3f} GFLOPs",
+        (f"per clip: {info['gflops']:.2f} GFLOPs = {info['gmacs']:.2f} GMACs; "
+         f"per frame: {info['gflops_per_frame']:.3f} GFLOPs"),
     ]
     return "\n".join(lines)
 

@@ -9,9 +9,10 @@
   it along time (depthwise, zero padding).
 
 The module sits after ``conv1`` of each RegNetY bottleneck and sees the frame-batched layout ``(B*T, C, H, W)``
-with the T frames of a clip contiguous. Everything is computed in that layout: the temporal parts view it as
-``(B, T, C, H, W)`` without copying, so channels_last inputs stay channels_last. T is fixed at construction
-(Gt's first FC has T inputs).
+with the T frames of a clip contiguous. Fs, Ft and Gt are computed in that layout (the temporal parts view it as
+``(B, T, C, H, W)`` without copying the C-channel input); only the final temporal convolution reorders the data
+to (B*C, T, H*W) and back, once each way, and the output keeps the input's memory format (channels_last stays
+channels_last). T is fixed at construction (Gt's first FC has T inputs).
 """
 
 from __future__ import annotations
