@@ -1,15 +1,64 @@
-"""`pespot train`: not implemented yet (see the open issues); it exits with an error and does nothing."""
+"""`pespot train --config FILE|PRESET [--set key=value ...] [--resume RUN_DIR]`: train a spotting model.
+
+The run folder (``out`` in the config; ``RUN_DIR`` when resuming) receives ``config.yaml``, ``classes.txt``,
+``checkpoints/last.pt`` and ``best.pt``, ``metrics.jsonl`` (one JSON object per epoch) and TensorBoard logs in
+``tb/``. ``--resume RUN_DIR`` continues from ``RUN_DIR/checkpoints/last.pt`` exactly where it stopped, with the
+run's own ``config.yaml`` unless ``--config`` is given; ``--set`` may change anything but the model (e.g.
+``train.epochs`` to train longer). Ctrl-C stops after the current step with a checkpoint.
+
+Many GPUs: ``torchrun --nproc_per_node N -m pespot train ...`` (DDP; ``train.batch_size`` clips per GPU).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
+from pathlib import Path
 
-from pespot.errors import PespotError
+from pespot.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    """Arguments of ``pespot train``."""
+    parser.add_argument("--config", metavar="FILE|PRESET",
+                        help="YAML config file or preset name (e.g. tennis, soccernetv2, synthetic, ablations/clip_64)")
+    parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
+                        help="override a config key, e.g. --set train.epochs=10 (repeatable)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last.pt")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    parser.add_argument("--json", action="store_true", help="print the final summary as one JSON object")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise PespotError("'pespot train' is not implemented yet")
+    """Resolve the config (errors before any work), train, print the summary."""
+    from pespot.config import load_config
+    from pespot.train.trainer import train
+
+    if args.resume is None and args.config is None:
+        raise ConfigError("give --config FILE|PRESET (or --resume RUN_DIR)")
+    source = args.config
+    if args.resume is not None and source is None:
+        source = Path(args.resume) / "config.yaml"
+        if not source.is_file():
+            raise ConfigError(f"--resume {args.resume}: no config.yaml in the run folder")
+    cfg = load_config(source, args.overrides)
+    summary = train(cfg, resume=args.resume, progress=not args.quiet)
+    if os.environ.get("RANK", "0") != "0":
+        return 130 if summary["stopped"] else 0  # under torchrun, rank 0 reports for everyone
+    if args.json:
+        print(json.dumps(summary))
+    elif not args.quiet:
+        _print_summary(summary)
+    return 130 if summary["stopped"] else 0
+
+
+def _print_summary(summary: dict) -> None:
+    out = summary["out"]
+    if summary["stopped"]:
+        print(f"stopped after {summary['steps']} steps; continue with: pespot train --resume {out}", file=sys.stderr)
+    if summary["best_epoch"] is not None:
+        what = "mean val mAP@1,2,4" if summary["criterion"] == "map" else "minus val loss"
+        print(f"best epoch {summary['best_epoch']} ({what} {summary['best_score']:.4f}): {out}/checkpoints/best.pt")
+    print(f"run folder: {out} ({summary['epochs_completed']} epochs, {summary['steps']} steps)")

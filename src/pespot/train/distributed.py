@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import datetime
 import os
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -26,7 +27,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     backend: str | None = None  # "nccl" | "gloo" when a process group is up
 
     @property
@@ -102,6 +103,9 @@ def wrap_model(model: nn.Module, info: DistInfo) -> nn.Module:
     """
     if not info.distributed:
         return model
+    # Conv3d weights of shape (C, C', 1, 1, 1) in channels_last_3d have strides that differ from the contiguous
+    # bucket view only along size-1 dimensions, i.e. the same memory layout; DDP still warns every process.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     if info.device.type == "cuda":
         return nn.parallel.DistributedDataParallel(model, device_ids=[info.device.index])
     return nn.parallel.DistributedDataParallel(model)
@@ -112,6 +116,18 @@ def convert_sync_batchnorm(model: nn.Module, info: DistInfo) -> nn.Module:
     if info.distributed and info.device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return model
+
+
+def broadcast_buffers(model: nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
+
+    DDP broadcasts buffers at the start of each forward, so after the last training forward of an epoch every
+    rank holds statistics updated with its own batch; this makes them identical again before evaluating/saving.
+    """
+    if not info.distributed:
+        return
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
 
 
 def all_gather_cat(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:

@@ -1,0 +1,207 @@
+"""The trainer: exact resume after Ctrl-C (mid-epoch and at an epoch boundary, with and without DataLoader
+workers), the run folder, a short synthetic training whose loss falls, a non-finite loss that stops training with
+the last checkpoint intact, and config errors raised before any work.
+
+Everything runs on the CPU at toy size (32x32 frames, 8-16-frame clips, batch 2, a few steps) on the ``tiny``
+synthetic dataset, generated once per session.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from pespot.cli import main
+from pespot.config import load_config
+from pespot.errors import ConfigError
+from pespot.train import trainer
+from pespot.train.trainer import NonFiniteLossError, train
+
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "pespot" / "configs"
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """The ``tiny`` synthetic dataset (10 videos of ~160 frames at 64x64), shared by the session."""
+    from pespot.data.synthetic import generate
+
+    return generate(tmp_path_factory.getbasetemp() / "pespot-synth-tiny", "tiny", seed=0)
+
+
+def toy_config(root: Path, out: Path, *extra: str):
+    """The paper's model (ASTRM, Bi-GRU, BCE + SoftIC, ASAM) at toy size: 2 epochs x 2 steps of 2 clips."""
+    overrides = [
+        f"data.root={root}", f"out={out}", "model.pretrained=false", "model.clip_len=16",
+        "data.height=32", "data.crop=null", "data.num_workers=0",
+        "train.batch_size=2", "train.clips_per_epoch=4", "train.epochs=2", "train.val_clips=2",
+        "train.criterion=loss", "train.start_val_epoch=2", "train.log_every=1", "train.threads=1",
+        "optim.warmup_epochs=1", "loss.w_bank=0.01",  # any event frame enters the bank: it fills within a few steps
+    ]
+    return load_config("paper", overrides + list(extra))
+
+
+def read_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def load_last(run: Path) -> dict:
+    return torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    """Same weights, optimiser moments, memory bank and counters (bit-identical on the CPU)."""
+    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"])
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in a["loss"]:
+        assert torch.equal(a["loss"][key], b["loss"][key]), key
+    for pid, state in a["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(value, b["optimizer"]["state"][pid][name]), (pid, name)
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
+
+
+def sigint_during_first_loss(build_loss):
+    """Wrap ``trainer.build_loss`` so that the first loss evaluation raises SIGINT in this process."""
+
+    def build(cfg, num_classes):
+        loss = build_loss(cfg, num_classes)
+        forward, calls = loss.forward, []
+
+        def interrupted_forward(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 1:
+                signal.raise_signal(signal.SIGINT)
+            return forward(*args, **kwargs)
+
+        loss.forward = interrupted_forward
+        return loss
+
+    return build
+
+
+def test_resume_continues_exactly(tiny_data, tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    summary = train(toy_config(tiny_data, straight), progress=False)
+    assert summary["steps"] == 4 and summary["epochs_completed"] == 2 and not summary["stopped"]
+
+    # The same run, killed twice (mid-epoch 1, then at the end of epoch 1), resumed each time, with a DataLoader
+    # worker this time: a clip depends only on (seed, epoch, index), not on who loads it.
+    # The first stop is a real Ctrl-C (SIGINT) arriving during step 1: the step finishes, a checkpoint is written.
+    broken = tmp_path / "broken"
+    cfg = toy_config(tiny_data, broken, "data.num_workers=1")
+    handler = signal.getsignal(signal.SIGINT)
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer, "build_loss", sigint_during_first_loss(trainer.build_loss))
+        first = train(cfg, progress=False)
+    assert first["stopped"] and first["steps"] == 1 and first["epochs_completed"] == 0
+    assert signal.getsignal(signal.SIGINT) is handler  # the trainer's handler is gone again
+    mid = load_last(broken)
+    assert (mid["epoch"], mid["step"], mid["step_in_epoch"]) == (0, 1, 1)
+    assert not (broken / "metrics.jsonl").read_text()  # no epoch finished yet
+    second = train(cfg, resume=broken, progress=False, stop_after_steps=2)
+    assert second["stopped"] and second["steps"] == 2 and second["epochs_completed"] == 1
+    assert load_last(broken)["step_in_epoch"] == 0
+    final = train(cfg, resume=broken, progress=False)
+    assert final["steps"] == 4 and not final["stopped"]
+
+    assert_same_state(load_last(straight), load_last(broken))
+    assert load_last(broken)["loss"]["bank.count"].sum() > 0  # the bank took part (and was restored)
+    a, b = read_metrics(straight), read_metrics(broken)
+    assert [r["epoch"] for r in b] == [1, 2]
+    for ra, rb in zip(a, b):
+        for key in ("train_total", "train_cls", "train_contrastive", "val_total", "lr"):
+            assert ra[key] == pytest.approx(rb[key], rel=1e-6, abs=1e-9), key
+
+    # Resuming with another model is refused before any work, naming the key.
+    with pytest.raises(ConfigError, match=r"model\.clip_len"):
+        train(toy_config(tiny_data, broken, "model.clip_len=8"), resume=broken, progress=False)
+    # A fresh run into a folder with checkpoints is refused too.
+    with pytest.raises(ConfigError, match="--resume"):
+        train(toy_config(tiny_data, broken), progress=False)
+
+
+def test_run_folder_contents(tiny_data, tmp_path):
+    """config.yaml, classes.txt, both checkpoints (loadable by inference), metrics.jsonl, TensorBoard logs."""
+    from pespot.infer import load_predictor
+
+    run = tmp_path / "run"
+    summary = train(toy_config(tiny_data, run, "model.clip_len=8", "train.criterion=map", "train.start_val_epoch=1",
+                               "optim.sam=none", "loss.contrastive=none", "train.epochs=2"), progress=False)
+    assert summary["best_epoch"] == 2  # the only epoch with a validation mAP
+    records = read_metrics(run)
+    assert [r["epoch"] for r in records] == [1, 2] and "val_map" not in records[0]
+    assert set(records[1]["val_map"]) == {"0", "1", "2", "4"}
+    assert all(0.0 <= v <= 1.0 for v in records[1]["val_map"].values())
+    assert records[1]["val_map_selection"] == pytest.approx(
+        sum(records[1]["val_map"][t] for t in ("1", "2", "4")) / 3)
+    for key in ("step", "train_total", "val_total", "lr", "seconds", "best"):
+        assert key in records[1]
+    assert (run / "classes.txt").read_text().split() == (tiny_data / "class.txt").read_text().split()
+    assert load_config(str(run / "config.yaml")).model.clip_len == 8
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    best = torch.load(run / "checkpoints" / "best.pt", map_location="cpu", weights_only=False)
+    assert best["format"] == "pespot-checkpoint-v1" and best["epoch"] == 2 and best["best"]["epoch"] == 2
+    assert not any(k.startswith(("module.", "_orig_mod.")) for k in best["model"])
+    predictor = load_predictor(run, device="cpu")  # inference rebuilds the model and loads it strictly
+    assert predictor.clip_len == 8
+
+
+def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
+    real_build_loss = trainer.build_loss
+
+    def poisoned_build_loss(cfg, num_classes):
+        loss = real_build_loss(cfg, num_classes)
+        real_forward = loss.forward
+
+        def forward(logits, targets, proj=None, step_fraction=0.0):
+            total, parts = real_forward(logits, targets, proj, step_fraction)
+            if step_fraction >= 0.5:  # from the third of four steps on (the first step of epoch 2)
+                total = total * float("nan")
+            return total, parts
+
+        loss.forward = forward
+        return loss
+
+    monkeypatch.setattr(trainer, "build_loss", poisoned_build_loss)
+    run = tmp_path / "run"
+    # A checkpoint after every step: a trainer that saved after the bad step would overwrite last.pt with it.
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 3.*last good checkpoint"):
+        train(toy_config(tiny_data, run, "train.save_every_steps=1"), progress=False)
+    last = load_last(run)
+    assert (last["epoch"], last["step"]) == (1, 2)
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+    assert [r["epoch"] for r in read_metrics(run)] == [1]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]  # no temp file
+
+
+def test_cli_config_errors_before_any_work(tiny_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--config", "paper", "--set", f"data.root={tiny_data}", "--set", f"out={run}",
+                 "--set", "train.epoch=3"]) == 1
+    assert "train.epoch" in capsys.readouterr().err
+    assert main(["train", "--config", "paper", "--set", f"data.root={tmp_path / 'missing'}",
+                 "--set", f"out={run}"]) == 1
+    assert "missing" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 1
+    assert "nowhere" in capsys.readouterr().err
+    assert not run.exists()
+
+
+def test_synthetic_preset_trains_and_the_loss_falls(tiny_data, tmp_path, capsys):
+    run = tmp_path / "synthetic"
+    code = main(["train", "--config", str(CONFIGS / "synthetic.yaml"), "--json", "--quiet",
+                 "--set", f"data.root={tiny_data}", "--set", f"out={run}", "--set", "model.clip_len=16",
+                 "--set", "data.height=32", "--set", "data.num_workers=0", "--set", "train.batch_size=2",
+                 "--set", "train.clips_per_epoch=12", "--set", "train.epochs=3", "--set", "train.val_clips=2",
+                 "--set", "train.start_val_epoch=2", "--set", "train.threads=1"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 18 and summary["best_epoch"] == 3
+    records = read_metrics(run)
+    assert records[-1]["train_total"] < 0.7 * records[0]["train_total"]
