@@ -6,12 +6,20 @@ A dataset is a list of class names (index 0 of the model's outputs is background
 
 Formats: E2E-Spot JSON splits + ``class.txt`` (tennis, fs_comp, fs_perf, finegym, finediving and pespot's own
 synthetic data). Keys that pespot does not interpret (``_source_info``, ``width``...) are kept in ``extra``
-and written back unchanged.
+and written back unchanged. Split lists without events (T-DEED's SoccerNet ``{video, num_frames}`` lists) are
+read as unlabelled videos and written back without ``events``.
+
+Round trips keep everything except ``num_events``, which is always written as ``len(events)``: four FineDiving
+entries upstream state one more event than they list, and the list is what every tool reads.
+
+Frames carrying several events (FineGym: the end of one element and the start of the next) are kept as separate
+events; nothing here collapses them.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +48,8 @@ class Video:
     fps: float | None
     events: list[Event] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # other keys (width, height, _source_info, ...)
+    # False for split lists without an "events" key (T-DEED's SoccerNet lists): written back without one.
+    labelled: bool = True
 
 
 @dataclass
@@ -112,8 +122,13 @@ def _event_from_json(obj: Any, where: str) -> Event:
             score = float(score)
         except (TypeError, ValueError):
             raise DataError(f"{where}: 'score' must be a number, got {score!r}") from None
+    comment = obj.get("comment", "")
+    if comment is None:
+        comment = ""
+    if not isinstance(comment, str):
+        raise DataError(f"{where}: 'comment' must be a string, got {comment!r}")
     extra = {k: v for k, v in obj.items() if k not in _EVENT_KEYS and k != "confidence"}
-    return Event(frame=int(frame), label=label, comment=str(obj.get("comment", "")), score=score, extra=extra)
+    return Event(frame=int(frame), label=label, comment=comment, score=score, extra=extra)
 
 
 def _video_from_json(obj: Any, where: str, require_num_frames: bool) -> Video:
@@ -134,15 +149,20 @@ def _video_from_json(obj: Any, where: str, require_num_frames: bool) -> Video:
         raise DataError(f"{where}: 'num_frames' must be a non-negative integer, got {num_frames!r}")
     fps = obj.get("fps")
     if fps is not None:
-        if isinstance(fps, bool) or not isinstance(fps, (int, float)):
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps):
             raise DataError(f"{where}: 'fps' must be a number, got {fps!r}")
         fps = float(fps)
+    num_events = obj.get("num_events")
+    if num_events is not None and (isinstance(num_events, bool) or not isinstance(num_events, int)
+                                   or num_events < 0):
+        raise DataError(f"{where}: 'num_events' must be a non-negative integer, got {num_events!r}")
+    labelled = "events" in obj
     events_obj = obj.get("events", [])
     if not isinstance(events_obj, list):
         raise DataError(f"{where}: 'events' must be a list, got {type(events_obj).__name__}")
     events = [_event_from_json(e, f"{where}, event {i}") for i, e in enumerate(events_obj)]
     extra = {k: v for k, v in obj.items() if k not in _VIDEO_KEYS}
-    return Video(video=name, num_frames=num_frames, fps=fps, events=events, extra=extra)
+    return Video(video=name, num_frames=num_frames, fps=fps, events=events, extra=extra, labelled=labelled)
 
 
 def read_json(path: str | Path) -> Any:
@@ -177,23 +197,39 @@ def load_split(path: str | Path, classes: list[str] | None = None, *, prediction
     return videos
 
 
-def validate_split(videos: list[Video], classes: list[str], where: str, *, predictions: bool = False) -> None:
-    """One clear error for the first problem: duplicated ids, unknown classes, frames out of range, bad fps."""
-    known = set(classes)
-    seen: set[str] = set()
+def split_problems(videos: list[Video], classes: list[str] | None, where: str, *,
+                   predictions: bool = False) -> list[str]:
+    """Every problem of a parsed split, one line each naming the file, entry, video and event.
+
+    Checks: duplicated video ids, fps <= 0 (fps -1 is allowed and means unknown), event frames outside
+    ``[0, num_frames)``, unknown class names (when ``classes`` is given).
+    """
+    problems: list[str] = []
+    known = set(classes) if classes is not None else None
+    first_entry: dict[str, int] = {}
     for vi, v in enumerate(videos):
-        if v.video in seen:
-            raise DataError(f"{where}: entry {vi}: duplicated video id '{v.video}'")
-        seen.add(v.video)
+        at = f"{where}: entry {vi} (video '{v.video}')"
+        if v.video in first_entry:
+            problems.append(f"{at}: duplicated video id (first at entry {first_entry[v.video]})")
+        else:
+            first_entry[v.video] = vi
         if v.fps is not None and v.fps <= 0 and not _fps_unknown_ok(v):
-            raise DataError(f"{where}: video '{v.video}': fps must be > 0, got {v.fps}")
+            problems.append(f"{at}: fps must be > 0 (or -1 for unknown), got {v.fps:g}")
         for ei, e in enumerate(v.events):
-            if e.label not in known:
-                raise DataError(f"{where}: video '{v.video}', event {ei}: unknown class '{e.label}' "
-                                f"(classes: {', '.join(classes)})")
+            if known is not None and e.label not in known:
+                shown = ", ".join(classes[:8]) + (", ..." if len(classes) > 8 else "")
+                problems.append(f"{at}, event {ei}: unknown class '{e.label}' (classes: {shown})")
             if e.frame < 0 or (v.num_frames >= 0 and e.frame >= v.num_frames):
-                raise DataError(f"{where}: video '{v.video}', event {ei}: frame {e.frame} outside "
-                                f"[0, {v.num_frames})")
+                problems.append(f"{at}, event {ei}: frame {e.frame} outside [0, {v.num_frames})")
+    return problems
+
+
+def validate_split(videos: list[Video], classes: list[str], where: str, *, predictions: bool = False) -> None:
+    """Raise one clear DataError for the first problem found by ``split_problems`` (and say how many more)."""
+    problems = split_problems(videos, classes, where, predictions=predictions)
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise DataError(problems[0] + more)
 
 
 def _fps_unknown_ok(video: Video) -> bool:
@@ -208,6 +244,12 @@ def split_to_json(videos: list[Video]) -> list[dict]:
         obj: dict[str, Any] = {"video": v.video}
         if v.num_frames >= 0:
             obj["num_frames"] = v.num_frames
+        if not v.labelled and not v.events:  # a plain list entry: keep it so
+            if v.fps is not None:
+                obj["fps"] = v.fps
+            obj.update(v.extra)
+            out.append(obj)
+            continue
         obj["num_events"] = len(v.events)
         events = []
         for e in v.events:
