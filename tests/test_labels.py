@@ -209,3 +209,67 @@ def test_dataset_round_trip_with_multi_event_frame(tmp_path):
     assert ds.classes == CLASSES and list(ds.splits) == ["train"]
     assert ds.splits["train"] == videos
     assert json.loads((root / "train.json").read_text())[1]["events"] == []  # labelled, just no event
+
+
+# ------------------------------------------------------------------------------------------------------------
+# pespot stats
+
+
+@needs_data
+def test_stats_tennis_numbers(capsys):
+    from pespot.cli import main
+
+    assert main(["stats", str(DATA / "tennis"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    train = report["splits"]["train"]
+    assert (train["videos"], train["frames"], train["events"]) == (1368, 483071, 10976)
+    assert list(report["splits"]) == ["train", "val", "test"]
+    assert report["splits"]["test"]["videos"] == 1622
+    assert train["events_per_class"] == {"far_court_bounce": 2621, "far_court_swing": 2220, "far_court_serve": 657,
+                                         "near_court_bounce": 2606, "near_court_swing": 2199,
+                                         "near_court_serve": 673}
+    assert train["max_min_class_ratio"] == pytest.approx(2621 / 657)
+    # Foreground fraction recomputed here from the raw JSON: distinct (video, frame) pairs with an event / frames.
+    raw = json.loads((DATA / "tennis/train.json").read_text())
+    fg_frames = sum(len({e["frame"] for e in v["events"]}) for v in raw)
+    assert train["foreground_fraction"] == pytest.approx(fg_frames / 483071)
+    assert train["classes_without_events"] == []
+
+    assert main(["stats", str(DATA / "tennis")]) == 0
+    table = capsys.readouterr().out
+    assert "1,368" in table and "483,071" in table and "10,976" in table
+
+
+def test_stats_single_file_inferred_classes_and_zero_event_class(tmp_path, capsys):
+    from pespot.cli import main
+    from pespot.commands.stats import collect
+
+    videos = [Video("a", 10, 25.0, [Event(1, "jump"), Event(1, "land"), Event(5, "jump")]),
+              Video("b", 30, 25.0, [Event(29, "jump")])]
+    save_split(videos, tmp_path / "only.json")
+    report = collect(tmp_path / "only.json")
+    assert report["classes_from"] == "events" and report["classes"] == ["jump", "land"]
+    s = report["splits"]["only"]
+    assert (s["videos"], s["frames"], s["events"]) == (2, 40, 4)
+    assert s["foreground_fraction"] == pytest.approx(3 / 40)  # frames 1 and 5 of a, 29 of b
+    assert s["frames_with_several_events"] == 1
+    assert s["max_min_class_ratio"] == pytest.approx(3.0)
+    # With a class.txt beside it, a class without events is reported (and left out of the ratio).
+    save_classes(["jump", "land", "spin"], tmp_path / "class.txt")
+    assert main(["stats", str(tmp_path / "only.json"), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)["splits"]["only"]
+    assert s["events_per_class"] == {"jump": 3, "land": 1, "spin": 0}
+    assert s["classes_without_events"] == ["spin"] and s["max_min_class_ratio"] == pytest.approx(3.0)
+
+
+def test_stats_lists_every_problem(tmp_path, capsys):
+    from pespot.cli import main
+
+    save_classes(["a"], tmp_path / "class.txt")
+    (tmp_path / "train.json").write_text(json.dumps([_video("v1", num_frames=5, events=[
+        {"frame": 9, "label": "a"}, {"frame": 1, "label": "b"}])]))
+    assert main(["stats", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].endswith("train.json: entry 0 (video 'v1'), event 0: frame 9 outside [0, 5)")
+    assert err[1].endswith("train.json: entry 0 (video 'v1'), event 1: unknown class 'b' (classes: a)")
+    assert "2 problem(s)" in err[2]
