@@ -14,8 +14,15 @@ import pytest
 from pespot.data.labels import Event, Video
 from pespot.errors import DataError, PespotError
 from pespot.metrics import SoccerNetGame, compute_map, soccernet_average_map, soccernet_average_map_games
-from pespot.postprocess import (apply_nms, greedy_keep, local_max_keep, nms_greedy, nms_local_max, soft_nms,
-                                soft_nms_scores)
+from pespot.postprocess import (
+    apply_nms,
+    greedy_keep,
+    local_max_keep,
+    nms_greedy,
+    nms_local_max,
+    soft_nms,
+    soft_nms_scores,
+)
 
 
 def truth_video(name: str, events: list[tuple[int, str]], num_frames: int = 1000) -> Video:
@@ -331,18 +338,6 @@ def assert_same(ours: dict, ref: dict):
                                    err_msg=key)
 
 
-@pytest.mark.parametrize("seed,metrics,num_games,n_truth", [(0, ("tight", "at1"), 2, 25), (1, ("loose",), 1, 12),
-                                                          (2, ("at1", "at3"), 2, 25)])
-def test_soccernet_equals_official(tmp_path, seed, metrics, num_games, n_truth):
-    rng = np.random.default_rng(seed)
-    # short halves (4 min) so truth and predictions crowd the bins: overwrites, chains and ties all happen
-    games = [random_game(rng, 4 * 60 * 1000, n_truth=n_truth, n_noise=n_truth) for _ in range(num_games)]
-    write_games(tmp_path, games)
-    for metric in metrics:
-        ours = soccernet_average_map(tmp_path / "gt", tmp_path / "pred", metric=metric)
-        assert_same(ours, official(tmp_path, metric))
-
-
 def crowded_game(rng: np.random.Generator) -> tuple[dict, dict]:
     """One-minute halves, three classes, truth a few bins apart and predictions on every nearby bin with three
     confidence levels: chains of competing truth, tied confidences and midpoints between truth of different
@@ -360,12 +355,37 @@ def crowded_game(rng: np.random.Generator) -> tuple[dict, dict]:
     return {"annotations": annotations}, {"predictions": predictions}
 
 
-@pytest.mark.parametrize("seed", [10, 11])
-def test_soccernet_crowded_equals_official(tmp_path, seed):
-    write_games(tmp_path, [crowded_game(np.random.default_rng(seed))])
-    for metric in ("tight", "at1"):
-        assert_same(soccernet_average_map(tmp_path / "gt", tmp_path / "pred", metric=metric),
-                    official(tmp_path, metric))
+def edge_game(rng: np.random.Generator) -> tuple[dict, dict]:
+    """Second-precision truth (no position), positions past 120 min, half 3, a negative confidence that
+    overwrites a real one."""
+    labels, preds = random_game(rng, 3 * 60 * 1000, n_truth=15, n_noise=10)
+    labels["annotations"] += [
+        {"gameTime": "2 - 01:07", "label": "Goal", "visibility": "visible"},
+        {"gameTime": "2 - 130:07", "label": "Goal", "position": "7900000"},
+        {"gameTime": "3 - 01:07", "label": "Goal", "position": "1000"},
+    ]
+    preds["predictions"] += [
+        {"label": "Goal", "half": "2", "position": "67000", "confidence": "0.7"},
+        {"label": "Goal", "half": "2", "position": "7900001", "confidence": "0.7"},
+        {"label": "Goal", "half": 3, "position": "1000", "confidence": 0.9},
+        {"label": "Corner", "half": 1, "position": "1000", "confidence": 0.9},
+        {"label": "Corner", "half": 1, "position": "1200", "confidence": -0.5},
+    ]
+    return labels, preds
+
+
+# The official evaluator costs about the same per delta whatever the number of games, so each call below
+# evaluates several games: random ones (short 4-min halves: overwrites, chains and ties happen), a crowded one
+# and one with edge entries.
+@pytest.mark.parametrize("seed,metrics", [(0, ("tight", "at1")), (1, ("tight", "at1")), (2, ("loose",))])
+def test_soccernet_equals_official(tmp_path, seed, metrics):
+    rng = np.random.default_rng(seed)
+    games = [random_game(rng, 4 * 60 * 1000, n_truth=25, n_noise=25) for _ in range(2)]
+    games += [crowded_game(rng), edge_game(rng)]
+    write_games(tmp_path, games)
+    for metric in metrics:
+        ours = soccernet_average_map(tmp_path / "gt", tmp_path / "pred", metric=metric)
+        assert_same(ours, official(tmp_path, metric))
 
 
 def test_soccernet_tie_and_closest_rules_by_hand():
@@ -387,28 +407,6 @@ def test_soccernet_tie_and_closest_rules_by_hand():
     assert res["a_mAP_per_class_unshown"][2] == 0.0 and res["a_mAP_per_class_visible"][2] == 1.0
 
 
-def test_soccernet_edge_entries_equal_official(tmp_path):
-    """Second-precision truth (no position), a position past 120 min, half 3, a negative confidence that
-    overwrites a real one, a game whose classes are missing in one half."""
-    rng = np.random.default_rng(5)
-    labels, preds = random_game(rng, 3 * 60 * 1000, n_truth=15, n_noise=10)
-    labels["annotations"] += [
-        {"gameTime": "2 - 01:07", "label": "Goal", "visibility": "visible"},
-        {"gameTime": "2 - 130:07", "label": "Goal", "position": "7900000"},
-        {"gameTime": "3 - 01:07", "label": "Goal", "position": "1000"},
-    ]
-    preds["predictions"] += [
-        {"label": "Goal", "half": "2", "position": "67000", "confidence": "0.7"},
-        {"label": "Goal", "half": "2", "position": "7900001", "confidence": "0.7"},
-        {"label": "Goal", "half": 3, "position": "1000", "confidence": 0.9},
-        {"label": "Corner", "half": 1, "position": "1000", "confidence": 0.9},
-        {"label": "Corner", "half": 1, "position": "1200", "confidence": -0.5},
-    ]
-    write_games(tmp_path, [(labels, preds)])
-    assert_same(soccernet_average_map(tmp_path / "gt", tmp_path / "pred", metric="tight"),
-                official(tmp_path, "tight"))
-
-
 def test_soccernet_perfect_predictions_and_unshown_quirk(tmp_path):
     rng = np.random.default_rng(3)
     # every class in both halves and both visibilities; truth of a class at least 2 bins apart (adjacent truth
@@ -425,9 +423,7 @@ def test_soccernet_perfect_predictions_and_unshown_quirk(tmp_path):
                               "confidence": "1.0"} for a in annotations]}
     write_games(tmp_path, [(labels, preds)])
     ours = soccernet_average_map(tmp_path / "gt", tmp_path / "pred", metric="tight")
-    ref = official(tmp_path, "tight")
-    assert_same(ours, ref)
-    assert ours["a_mAP"] == 1.0 and ours["a_mAP_visible"] == 1.0
+    assert ours["a_mAP"] == 1.0 and ours["a_mAP_visible"] == 1.0 and ours["a_mAP_per_class"] == [1.0] * 17
     assert ours["a_mAP_unshown"] == pytest.approx(17 / 13)  # the official 17/13 rescaling
     at1 = soccernet_average_map(tmp_path / "gt", tmp_path / "pred", metric="at1")
     assert at1["a_mAP_unshown"] == 1.0  # single delta: no rescaling (official behaviour)

@@ -57,7 +57,7 @@ def test_timeline_draws_predictions(tmp_path):
     img2 = np.asarray(Image.open(truth_only).convert("RGB"), dtype=np.int16)
     assert img1.shape == img2.shape
     # predictions are coloured marks: more non-grey pixels than the truth-only plot
-    colour = lambda img: int((np.abs(img[..., 0] - img[..., 2]) > 40).sum())  # noqa: E731
+    colour = lambda img: int((np.abs(img[..., 0] - img[..., 2]) > 40).sum())
     assert colour(img1) > colour(img2) + 50
     paths = plot_timelines(truth, pred, tmp_path / "tl", videos=[truth[2].video])
     assert [p.name for p in paths] == [f"timeline_{safe_name(truth[2].video)}.png"] and is_png(paths[0])

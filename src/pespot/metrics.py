@@ -36,6 +36,7 @@ end of its array).
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -265,6 +266,7 @@ SOCCERNET_METRICS: dict[str, tuple[int, ...]] = {
     "at1": (1,), "at2": (2,), "at3": (3,), "at4": (4,), "at5": (5,),
 }
 _NUM_THRESHOLDS = 200
+_PRED_FIELDS = operator.itemgetter("label", "half", "position", "confidence")
 
 
 @dataclass
@@ -288,8 +290,6 @@ def _vector_size(framerate: float) -> int:
 def _whole(value: Any, what: str, where: str) -> int:
     # int() as the official code applies it: strings must be whole numbers, numbers are truncated
     try:
-        if isinstance(value, bool):
-            raise ValueError
         return int(value)
     except (TypeError, ValueError):
         raise DataError(f"{where}: '{what}' must be a whole number, got {value!r}") from None
@@ -332,21 +332,29 @@ def _read_label_entries(game: SoccerNetGame, class_index: dict[str, int], framer
 
 
 def _read_prediction_entries(game: SoccerNetGame, class_index: dict[str, int]) -> tuple:
-    """Prediction entries of one game in file order: (half, position ms, class, confidence)."""
+    """Prediction entries of one game with a known label, in file order: (half, position ms, class, confidence).
+
+    Like the official code, ``half`` and ``position`` must be whole numbers on every entry and ``confidence`` a
+    number on the entries that are kept.
+    """
     where0 = game.predictions_path or f"game '{game.game}' predictions"
     obj = game.predictions
     if not isinstance(obj, dict) or not isinstance(obj.get("predictions"), list):
         raise DataError(f"{where0}: expected an object with a 'predictions' list")
     entries = obj["predictions"]
-    try:  # fast path; on any problem, walk again entry by entry for a precise message
-        kept = [a for a in entries if a["label"] in class_index]
-        halves = [int(a["half"]) for a in kept]
-        ms = [int(a["position"]) for a in kept]
-        classes = [class_index[a["label"]] for a in kept]
-        conf = [float(a["confidence"]) for a in kept]
-        return halves, ms, classes, conf, where0
+    if not entries:
+        return [], [], [], [], where0
+    try:  # fast path over the whole list; on any problem, walk it entry by entry for a precise message
+        labels, halves, positions, confidences = zip(*map(_PRED_FIELDS, entries))
+        cls = [class_index.get(label, -1) for label in labels]
+        halves_i = list(map(int, halves))
+        ms = list(map(int, positions))
+        if -1 in cls:
+            raise ValueError
+        return halves_i, ms, cls, list(map(float, confidences)), where0
     except (KeyError, TypeError, ValueError):
         pass
+    out: tuple[list, list, list, list] = ([], [], [], [])
     for i, a in enumerate(entries):
         where = f"{where0}: prediction {i}"
         if not isinstance(a, dict):
@@ -354,15 +362,18 @@ def _read_prediction_entries(game: SoccerNetGame, class_index: dict[str, int]) -
         for key in ("label", "half", "position", "confidence"):
             if key not in a:
                 raise DataError(f"{where}: missing key '{key}'")
-        if a["label"] not in class_index:
-            continue
-        _whole(a["half"], "half", where)
-        _whole(a["position"], "position", where)
+        half = _whole(a["half"], "half", where)
+        ms_i = _whole(a["position"], "position", where)
+        label = a["label"]
+        if not isinstance(label, str) or label not in class_index:
+            continue  # the official evaluator skips labels outside its dictionary
         try:
-            float(a["confidence"])
+            conf = float(a["confidence"])
         except (TypeError, ValueError):
             raise DataError(f"{where}: 'confidence' must be a number, got {a['confidence']!r}") from None
-    raise DataError(f"{where0}: unreadable predictions")  # not reached for lists of dicts
+        for column, value in zip(out, (half, ms_i, class_index[label], conf)):
+            column.append(value)
+    return (*out, where0)
 
 
 def _to_bins(ms: np.ndarray, framerate: float) -> np.ndarray:
@@ -372,7 +383,7 @@ def _to_bins(ms: np.ndarray, framerate: float) -> np.ndarray:
 
 def _last_write_wins(keys: np.ndarray) -> np.ndarray:
     """Indices of the last occurrence of each distinct key, in increasing key order."""
-    rev_unique, rev_index = np.unique(keys[::-1], return_index=True)
+    _, rev_index = np.unique(keys[::-1], return_index=True)
     return keys.size - 1 - rev_index
 
 
@@ -491,25 +502,32 @@ def _match_soccernet(tg, tb, pg, pb, ps, half_window: int, vsize: int) -> np.nda
     return tp
 
 
-def _class_ap(p_cls, p_score, p_tp, n_gt: np.ndarray, num_classes: int) -> np.ndarray:
-    """11-point interpolated AP per class from 200 confidence thresholds, as the official code: (C,)."""
-    thresholds = np.linspace(0, 1, _NUM_THRESHOLDS)
-    nbin = _NUM_THRESHOLDS + 1
-    # a prediction counts at threshold j iff score >= thresholds[j] iff j < t_idx
-    t_idx = np.searchsorted(thresholds, p_score, "right")
-    cell = p_cls * nbin + t_idx
-    hist_all = np.bincount(cell, minlength=num_classes * nbin).reshape(num_classes, nbin)
-    hist_tp = np.bincount(cell[p_tp], minlength=num_classes * nbin).reshape(num_classes, nbin)
-    n_pred = np.cumsum(hist_all[:, ::-1], axis=1)[:, ::-1][:, 1:].astype(np.float64)  # (C, 200)
-    n_tp = np.cumsum(hist_tp[:, ::-1], axis=1)[:, ::-1][:, 1:].astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.nan_to_num(n_tp / n_pred)
-        recall = np.nan_to_num(n_tp / n_gt.astype(np.float64)[:, None])
-    ap = np.zeros(num_classes)
-    for level in np.arange(11) / 10:  # summed in the official order
-        best = np.where(recall >= level, precision, -np.inf).max(axis=1)
-        ap += np.where(np.isfinite(best), best, 0.0)
-    return ap / 11
+class _ThresholdCounts:
+    """Predictions of one variant (all / visible / unshown) binned once by class and confidence threshold."""
+
+    def __init__(self, p_cls: np.ndarray, p_score: np.ndarray, num_classes: int) -> None:
+        thresholds = np.linspace(0, 1, _NUM_THRESHOLDS)
+        self.nbin = _NUM_THRESHOLDS + 1
+        self.num_classes = num_classes
+        # a prediction counts at threshold j iff score >= thresholds[j] iff j < t_idx
+        self.cell = p_cls * self.nbin + np.searchsorted(thresholds, p_score, "right")
+        self.n_pred = self._at_or_above(np.bincount(self.cell, minlength=num_classes * self.nbin))
+
+    def _at_or_above(self, hist: np.ndarray) -> np.ndarray:
+        hist = hist.reshape(self.num_classes, self.nbin)
+        return np.cumsum(hist[:, ::-1], axis=1)[:, ::-1][:, 1:].astype(np.float64)  # (C, 200)
+
+    def average_precision(self, tp: np.ndarray, n_gt: np.ndarray) -> np.ndarray:
+        """11-point interpolated AP per class (C,), computed as the official code does."""
+        n_tp = self._at_or_above(np.bincount(self.cell[tp], minlength=self.num_classes * self.nbin))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            precision = np.nan_to_num(n_tp / self.n_pred)
+            recall = np.nan_to_num(n_tp / n_gt.astype(np.float64)[:, None])
+        ap = np.zeros(self.num_classes)
+        for level in np.arange(11) / 10:  # summed in the official order
+            best = np.where(recall >= level, precision, -np.inf).max(axis=1)
+            ap += np.where(np.isfinite(best), best, 0.0)
+        return ap / 11
 
 
 def soccernet_average_map_games(games: Sequence[SoccerNetGame], metric: str = "tight", framerate: float = 2,
@@ -536,15 +554,17 @@ def soccernet_average_map_games(games: Sequence[SoccerNetGame], metric: str = "t
     n_uns = np.bincount(t_cls[tv < 0], minlength=num_classes)
     visible, unshown = closest > 0.5, closest < -0.5
 
+    variants = {name: (mask, _ThresholdCounts(p_cls[mask], ps[mask], num_classes), n_gt)
+                for name, mask, n_gt in (("all", slice(None), n_vis + n_uns), ("visible", visible, n_vis),
+                                         ("unshown", unshown, n_uns))}
     deltas = SOCCERNET_METRICS[metric]
     curves: dict[str, list] = {"all": [], "visible": [], "unshown": []}
     for delta_s in deltas:
         delta = delta_s * framerate  # in bins; the official test is |Δbin| <= delta / 2
         half_window = int(np.floor(delta / 2))
         tp = _match_soccernet(tg, tb, pg, pb, ps, half_window, vsize)
-        for name, mask, n_gt in (("all", slice(None), n_vis + n_uns), ("visible", visible, n_vis),
-                                 ("unshown", unshown, n_uns)):
-            per_class = _class_ap(p_cls[mask], ps[mask], tp[mask], n_gt, num_classes)
+        for name, (mask, counts, n_gt) in variants.items():
+            per_class = counts.average_precision(tp[mask], n_gt)
             curves[name].append((float(np.mean(per_class)), per_class))
 
     out: dict[str, Any] = {}
@@ -604,8 +624,3 @@ def soccernet_average_map(labels_root: str | os.PathLike, preds_root: str | os.P
                                    predictions_path=str(pp)))
     return soccernet_average_map_games(games, metric=metric, framerate=framerate, classes=classes)
 
-
-__all__ = [
-    "TOLERANCES", "MapResult", "compute_map",
-    "SOCCERNET_METRICS", "SoccerNetGame", "soccernet_average_map_games", "soccernet_average_map",
-]

@@ -285,8 +285,3 @@ def apply_nms(videos: list[Video], method: str, window: int, *, threshold: float
                          extra=copy.deepcopy(v.extra)))
     return out
 
-
-__all__ = [
-    "NMS_METHODS", "local_max_keep", "greedy_keep", "soft_nms_scores",
-    "nms_local_max", "nms_greedy", "soft_nms", "apply_nms",
-]

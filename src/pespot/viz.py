@@ -140,5 +140,3 @@ def plot_timelines(truth: list[Video], pred: list[Video], out_dir: str | os.Path
         paths.append(plot_timeline(t, p, Path(out_dir) / f"timeline_{name}.png", classes))
     return paths
 
-
-__all__ = ["safe_name", "plot_class_bars", "plot_per_class_ap", "plot_timeline", "plot_timelines"]

@@ -105,12 +105,13 @@ def split_video_id(video: str) -> tuple[str, int]:
 
 
 def _position_ms(value: Any, where: str) -> int:
+    bad = DataError(f"{where}: 'position' must be whole milliseconds, got {value!r}")
+    if isinstance(value, bool):
+        raise bad
     try:
-        if isinstance(value, bool):
-            raise ValueError
         ms = int(value)
     except (TypeError, ValueError):
-        raise DataError(f"{where}: 'position' must be whole milliseconds, got {value!r}") from None
+        raise bad from None
     if ms < 0:
         raise DataError(f"{where}: 'position' must be >= 0, got {ms}")
     return ms
@@ -294,10 +295,3 @@ def read_results(path: str | os.PathLike, fps: float, classes: list[str] | None 
         game = url.rstrip("/") if isinstance(url, str) and url.strip("/") else "/".join(path.parent.parts[-3:])
     return results_to_videos(obj, game, fps, classes, where=str(path))
 
-
-__all__ = [
-    "SOCCERNET_V2_CLASSES", "LABEL_FILE", "PREDICTION_FILE",
-    "ms_to_frame", "frame_to_ms", "format_game_time", "parse_game_time", "half_video_id", "split_video_id",
-    "labels_to_videos", "read_labels", "find_games", "load_soccernet",
-    "videos_to_results", "write_results", "results_to_videos", "read_results",
-]
