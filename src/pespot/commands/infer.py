@@ -53,8 +53,9 @@ class _Job:
     """One video to run: its id, what it came from (for messages) and how to open its frames."""
 
     video: str
-    origin: str
+    origin: str  # the INPUT it came from
     open: Callable[[int], object]  # height -> FrameStream
+    in_split: bool = False  # one of several videos of a split JSON: messages name the video too
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,9 +83,13 @@ def run(args: argparse.Namespace) -> int:
 
     failures: list[dict[str, str]] = []
 
-    def fail(origin: str, err: Exception) -> None:
-        message = str(err)
-        line = message if origin in message else f"{origin}: {message}"
+    def fail(origin: str, err: Exception, video: str | None = None) -> None:
+        # One line naming the input (and the video of a split), without repeating what the message says.
+        line = str(err)
+        if video is not None and f"'{video}'" not in line:
+            line = f"video '{video}': {line}"
+        if origin not in line:
+            line = f"{origin}: {line}"
         print(f"pespot infer: error: {line}", file=sys.stderr)
         failures.append({"input": origin, "error": line})
 
@@ -100,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
             continue
         for job in jobs:
             if job.video in seen:
-                fail(job.origin, PespotError(f"video id '{job.video}' also comes from {seen[job.video]}"))
+                fail(job.origin, PespotError(f"{job.origin}: duplicated video id '{job.video}' (already read from "
+                                              f"{seen[job.video]})"))
                 continue
             seen[job.video] = job.origin
             t0 = time.perf_counter()
@@ -114,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
                 if args.save_scores:
                     infer.write_scores_npz(pred, predictor.classes, args.save_scores)
             except PespotError as err:
-                fail(job.origin, err)
+                fail(job.origin, err, job.video if job.in_split else None)
                 continue
             seconds = time.perf_counter() - t0
             total_frames += pred.num_frames
@@ -189,7 +195,7 @@ def _expand_input(item: str, args: argparse.Namespace) -> list[_Job]:
                 limit = v.num_frames if v.num_frames >= 0 else None  # E2E-Spot reads the labelled frames only
                 return infer.stream_from_source(source, name=v.video, num_frames=limit, fps=v.fps)
 
-            jobs.append(_Job(video=v.video, origin=f"{path}: video '{v.video}'", open=open_video))
+            jobs.append(_Job(video=v.video, origin=str(path), open=open_video, in_split=True))
         return jobs
     if path.is_dir():
         video_id = path.resolve().name
