@@ -116,6 +116,22 @@ def test_iter_windows_cover_every_frame_once_per_window(num_frames, clip_len, st
         assert (window[n_valid:] == 0).all()  # zero padding after the last frame
 
 
+def test_windows_are_streamed_with_a_bounded_buffer():
+    # A long "video" delivered in chunks: each window must come out as soon as its frames have arrived, so
+    # only about one window plus one chunk is ever held (a 90-minute match is never read whole).
+    clip_len, stride, chunk, num_frames = 16, 8, 8, 4000
+    consumed = []
+
+    def chunks():
+        for s in range(0, num_frames, chunk):
+            consumed.append(s + chunk)
+            yield np.zeros((chunk, 2, 2, 3), np.uint8)
+
+    for start, window, valid in infer.iter_windows(chunks(), clip_len, stride):
+        assert consumed[-1] <= start + clip_len + chunk  # read ahead by at most one chunk
+        assert window.base is None or window.base.shape[0] <= clip_len + chunk  # view into a small buffer
+
+
 def test_windows_match_the_validation_windows_of_clips():
     from pespot.data.clips import window_starts
 
