@@ -152,18 +152,23 @@ def compute_map(truth: list[Video], pred: list[Video], classes: list[str] | None
     # predictions of the evaluated classes, flattened in input order
     p_cls, p_vid, p_frame, p_score = [], [], [], []
     for v in pred:
-        vi = video_index[v.video]
-        for i, e in enumerate(v.events):
-            c = class_id.get(e.label)
-            if c is None:
-                continue  # a class without truth events is not evaluated (E2E-Spot)
-            if e.score is None or not np.isfinite(e.score):
-                raise DataError(f"predictions: video '{v.video}', event {i}: score must be a finite number, "
-                                f"got {e.score!r}")
-            p_cls.append(c)
-            p_vid.append(vi)
-            p_frame.append(e.frame)
-            p_score.append(e.score)
+        events = v.events
+        cls = [class_id.get(e.label, -1) for e in events]  # -1: a class without truth, not evaluated (E2E-Spot)
+        scores = np.array([e.score for e in events], dtype=np.float64)  # None -> NaN
+        if not np.isfinite(scores).all():
+            i = int(np.argmin(np.isfinite(scores)))
+            raise DataError(f"predictions: video '{v.video}', event {i}: score must be a finite number, "
+                            f"got {events[i].score!r}")
+        cls_a = np.asarray(cls, dtype=np.int64)
+        keep = cls_a >= 0
+        p_cls.append(cls_a[keep])
+        p_vid.append(np.full(int(keep.sum()), video_index[v.video], dtype=np.int64))
+        p_frame.append(np.asarray([e.frame for e in events], dtype=np.int64)[keep])
+        p_score.append(scores[keep])
+    p_cls = np.concatenate(p_cls) if p_cls else np.zeros(0, np.int64)
+    p_vid = np.concatenate(p_vid) if p_vid else np.zeros(0, np.int64)
+    p_frame = np.concatenate(p_frame) if p_frame else np.zeros(0, np.int64)
+    p_score = np.concatenate(p_score) if p_score else np.zeros(0, np.float64)
     p_cls_a = np.asarray(p_cls, dtype=np.int64)
     p_score_a = np.asarray(p_score, dtype=np.float64)
     # rank within class: score descending, ties in input order (stable)
