@@ -100,6 +100,8 @@ def test_resume_continues_exactly(tiny_data, tmp_path, monkeypatch):
         first = train(cfg, progress=False)
     assert first["stopped"] and first["steps"] == 1 and first["epochs_completed"] == 0
     assert signal.getsignal(signal.SIGINT) is handler  # the trainer's handler is gone again
+    with pytest.raises(ConfigError, match="steps per epoch"):  # a half-done epoch needs the same epoch size
+        train(toy_config(tiny_data, broken, "train.clips_per_epoch=8"), resume=broken, progress=False)
     mid = load_last(broken)
     assert (mid["epoch"], mid["step"], mid["step_in_epoch"]) == (0, 1, 1)
     assert not (broken / "metrics.jsonl").read_text()  # no epoch finished yet
@@ -116,6 +118,13 @@ def test_resume_continues_exactly(tiny_data, tmp_path, monkeypatch):
     for ra, rb in zip(a, b):
         for key in ("train_total", "train_cls", "train_contrastive", "val_total", "lr"):
             assert ra[key] == pytest.approx(rb[key], rel=1e-6, abs=1e-9), key
+
+    # Training longer: the finished run resumes with more epochs and a cosine schedule recomputed for them (the
+    # saved schedule had reached lr 0, which would leave the weights unchanged).
+    before = load_last(straight)["model"]
+    longer = train(toy_config(tiny_data, straight, "train.epochs=3"), resume=straight, progress=False)
+    assert longer["steps"] == 6 and [r["epoch"] for r in read_metrics(straight)] == [1, 2, 3]
+    assert not torch.equal(before["classifier.weight"], load_last(straight)["model"]["classifier.weight"])
 
     # Resuming with another model is refused before any work, naming the key.
     with pytest.raises(ConfigError, match=r"model\.clip_len"):

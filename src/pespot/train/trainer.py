@@ -36,6 +36,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,9 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
         # One optimiser step consumes batch_size clips on every rank: the global batch is batch_size * world_size.
         steps_per_epoch = math.ceil(cfg.clips_per_epoch / (batch_size * info.world_size))
         total_steps = steps_per_epoch * epochs
+        schedule = {"steps_per_epoch": steps_per_epoch, "epochs": epochs, "optim": to_dict(cfg.optim)}
+        if ckpt is not None:
+            _check_resumable_schedule(ckpt, schedule, out)
 
         # ---- data
         train_clips = _clip_dataset(cfg, train_videos, classes, cfg.clips_per_epoch, train=True)
@@ -155,7 +159,8 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
         sums = _LossSums()
         history: list[dict] = []
         if ckpt is not None:
-            epoch, step, step_in_epoch, best, sums = _restore(ckpt, model, optimizer, scheduler, loss_fn, info)
+            epoch, step, step_in_epoch, best, sums = _restore(ckpt, model, optimizer, scheduler, loss_fn, info,
+                                                              same_schedule=ckpt.get("schedule") == schedule)
             history = _read_history(out / "metrics.jsonl", upto_epoch=epoch)
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
@@ -172,7 +177,7 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
             state = {
                 "format": CHECKPOINT_FORMAT, "config": to_dict(cfg), "classes": list(classes),
                 "model": model.state_dict(), "epoch": epochs_done, "step": step, "step_in_epoch": in_epoch,
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "schedule": schedule,
                 "loss": loss_fn.state_dict(), "best": dict(best),
                 "rng": {"ranks": ddp.gather_objects(_rng_state(device), info)},
                 "epoch_progress": {"ranks": ddp.gather_objects(sums.state(), info)} if in_epoch else None,
@@ -618,12 +623,32 @@ def config_differences(a: Config, b: Config, keys: tuple[str, ...]) -> list[tupl
     return out
 
 
+def _check_resumable_schedule(ckpt: dict, schedule: dict, run_dir: Path) -> None:
+    """A mid-epoch checkpoint needs the same steps per epoch (the batches to skip are counted in steps)."""
+    old = ckpt.get("schedule") or {}
+    if ckpt.get("step_in_epoch") and old.get("steps_per_epoch") != schedule["steps_per_epoch"]:
+        raise ConfigError(
+            f"--resume {run_dir}: the checkpoint stopped in the middle of epoch {int(ckpt['epoch']) + 1} with "
+            f"{old.get('steps_per_epoch')} steps per epoch, now {schedule['steps_per_epoch']} (train.clips_per_epoch,"
+            " train.batch_size and the number of processes must stay the same to finish that epoch)")
+
+
 def _restore(ckpt: dict, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, loss_fn: nn.Module,
-             info: DistInfo) -> tuple[int, int, int, dict, _LossSums]:
-    """Load a checkpoint into the freshly built objects; returns (epoch, step, step_in_epoch, best, sums)."""
+             info: DistInfo, same_schedule: bool) -> tuple[int, int, int, dict, _LossSums]:
+    """Load a checkpoint into the freshly built objects; returns (epoch, step, step_in_epoch, best, sums).
+
+    When the schedule changed (e.g. ``--set train.epochs=...`` to train longer), the new schedule is used from the
+    checkpoint's step on instead of the saved one.
+    """
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
+    if same_schedule:
+        scheduler.load_state_dict(ckpt["scheduler"])
+    else:
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended here
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(int(ckpt["step"])):
+                scheduler.step()
     loss_fn.load_state_dict(ckpt["loss"])
     ranks = ckpt["rng"]["ranks"]
     if len(ranks) == info.world_size:
