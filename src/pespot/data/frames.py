@@ -30,17 +30,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from pespot.errors import DataError
 
 if TYPE_CHECKING:
+    import torch
     from typing_extensions import Self
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
 
 _E2E_NAME = re.compile(r"^(\d+)\.(?:jpg|jpeg)$", re.IGNORECASE)  # 000123.jpg
 _TDEED_NAME = re.compile(r"^frame(\d+)\.(?:jpg|jpeg)$", re.IGNORECASE)  # frame123.jpg
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    # torch is imported on first use: extraction workers and the CLI do not pay for it.
+    import torch
+
+    return torch.from_numpy(array)
 
 
 def resized_size(width: int, height: int, target_height: int | None) -> tuple[int, int]:
@@ -146,7 +153,7 @@ class JpegFolderSource(FrameSource):
         out = np.empty((stop - start, self.height, self.width, 3), dtype=np.uint8)  # (T, H, W, 3)
         for i in range(start, stop):
             out[i - start] = self._load(i)
-        return torch.from_numpy(out)
+        return _tensor(out)
 
     def _load(self, index: int) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
@@ -212,7 +219,8 @@ _INHERITED: list = []  # containers opened before a fork: never freed in the chi
 _INDEX_LOCK = threading.Lock()
 
 
-def _open_container(path: Path):
+def open_container(path: Path):
+    """Open a video file with PyAV; a clear DataError when it is missing, empty, unreadable or has no video."""
     import av
 
     if not path.exists():
@@ -222,14 +230,15 @@ def _open_container(path: Path):
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except av.FFmpegError as err:
-        raise DataError(f"{path}: not a readable video ({_av_reason(err)})") from None
+        raise DataError(f"{path}: not a readable video ({av_error_reason(err)})") from None
     if not container.streams.video:
         container.close()
         raise DataError(f"{path}: no video stream")
     return container
 
 
-def _av_reason(err: Exception) -> str:
+def av_error_reason(err: Exception) -> str:
+    """The short reason of a PyAV/FFmpeg error (its strerror), for one-line messages."""
     return getattr(err, "strerror", None) or str(err) or type(err).__name__
 
 
@@ -247,7 +256,7 @@ def video_index(path: str | Path) -> _VideoIndex:
         cached = _INDEX_CACHE.get(key)
     if cached is not None:
         return cached
-    container = _open_container(path)
+    container = open_container(path)
     try:
         stream = container.streams.video[0]
         pts: list[int] = []
@@ -269,7 +278,7 @@ def video_index(path: str | Path) -> _VideoIndex:
                 if packet.is_keyframe:
                     key_pts.append(pts[-1])
         except av.FFmpegError as err:
-            raise DataError(f"{path}: cannot demux after {len(pts)} frames ({_av_reason(err)})") from None
+            raise DataError(f"{path}: cannot demux after {len(pts)} frames ({av_error_reason(err)})") from None
         if not pts:
             raise DataError(f"{path}: video stream has no frames (empty or truncated)")
         if stream.frames and demuxed < stream.frames:
@@ -324,7 +333,7 @@ class VideoFileSource(FrameSource):
             _INHERITED.append(self._container)
             self._container = None
         if self._container is None:
-            self._container = _open_container(self.path)
+            self._container = open_container(self.path)
             self._pid = os.getpid()
             stream = self._container.streams.video[0]
             # One decoder thread by default: clips are short, workers already run in parallel, and a threaded
@@ -355,7 +364,7 @@ class VideoFileSource(FrameSource):
         out = np.empty((stop - start, self.height, self.width, 3), dtype=np.uint8)  # (T, H, W, 3)
         for i, frame in self._decode(start, stop):
             out[i - start] = self._to_array(frame)
-        return torch.from_numpy(out)
+        return _tensor(out)
 
     def iter_chunks(self, start: int = 0, stop: int | None = None, chunk: int = 64) -> Iterator[torch.Tensor]:
         """Frames ``start..stop`` in chunks of at most ``chunk``: one seek, then one forward decode."""
@@ -365,10 +374,10 @@ class VideoFileSource(FrameSource):
         for _, frame in self._decode(start, stop):
             buf.append(self._to_array(frame))
             if len(buf) == chunk:
-                yield torch.from_numpy(np.stack(buf))  # (chunk, H, W, 3)
+                yield _tensor(np.stack(buf))  # (chunk, H, W, 3)
                 buf = []
         if buf:
-            yield torch.from_numpy(np.stack(buf))
+            yield _tensor(np.stack(buf))
 
     def _decode(self, start: int, stop: int) -> Iterator[tuple[int, object]]:
         """Yield (index, decoded frame) for every ``start <= index < stop`` in order; DataError if one is missing."""
@@ -389,7 +398,7 @@ class VideoFileSource(FrameSource):
                     return
         except av.FFmpegError as err:
             self.close()
-            raise DataError(f"{self.path}: frame {expected} cannot be decoded ({_av_reason(err)})") from None
+            raise DataError(f"{self.path}: frame {expected} cannot be decoded ({av_error_reason(err)})") from None
         raise DataError(f"{self.path}: frame {expected} cannot be decoded (the stream ends early or is "
                         f"truncated; its packets say {self.num_frames} frames)")
 

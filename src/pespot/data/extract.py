@@ -1,0 +1,332 @@
+"""Raw videos -> frame store: JPEG folders (E2E-Spot layout) or compact short-GOP mp4s, resumable and verified.
+
+One output per input video, named by the video's stem (inputs found inside a directory keep their path relative
+to it, so ``DIR/a/b.mkv`` becomes the video id ``a/b``):
+
+* ``--format jpg``: ``<out>/<id>/000000.jpg, 000001.jpg...`` (JPEG quality 90), what E2E-Spot reads;
+* ``--format mp4``: ``<out>/<id>.mp4``, libx264 (crf 20, yuv420p, a keyframe every 16 frames so that a random
+  clip decodes at most 15 frames it does not need), width and height rounded to even.
+
+Frames are resized to ``height`` (aspect kept, width rounded to even) with swscale while decoding. With a target
+``fps`` F, frame ``i`` (time ``t_i`` from its timestamp, relative to the first frame) is kept when it is the first
+frame at or after the next tick ``k / F``: ticks are exact fractions, so 25 -> 2 fps keeps frames 0, 13, 25, 38...
+(2 frames per second on average, not E2E-Spot's every 12th frame), and a source slower than F keeps every frame
+(nothing is duplicated). Without ``fps`` every decoded frame is kept, in decode (presentation) order.
+
+Resumable and kill-safe: an output is written under a temporary name (``<out>/.<id>.partial/`` or
+``<out>/.<id>.mp4.partial``) and renamed when complete, so the final name always means "finished" and is skipped
+on a rerun; a leftover partial output (from a kill) is deleted and redone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from pespot.data.frames import (
+    VIDEO_SUFFIXES,
+    av_error_reason,
+    open_container,
+    open_frames,
+    resized_size,
+)
+from pespot.errors import DataError, PespotError
+
+JPEG_QUALITY = 90
+MP4_CRF = 20
+MP4_GOP = 16
+
+
+@dataclass
+class ExtractResult:
+    """What happened to one input video."""
+
+    source: str
+    video: str  # the video id: output name relative to the store (no suffix)
+    output: str
+    status: str  # "extracted", "skipped" (already done), or "failed"
+    frames: int | None = None  # frames in the output
+    fps: float | None = None  # frame rate of the output
+    error: str | None = None  # why it failed, one line
+    warning: str | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# inputs and outputs
+
+
+def find_videos(inputs: Iterable[str | Path]) -> list[tuple[Path, str]]:
+    """(video file, video id) for each input; directories are searched recursively for video files."""
+    found: list[tuple[Path, str]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            if not files:
+                raise PespotError(f"{path}: no video files in this directory (looked for {', '.join(VIDEO_SUFFIXES)})")
+            found += [(p, p.relative_to(path).with_suffix("").as_posix()) for p in files]
+        elif path.exists():
+            found.append((path, path.stem))
+        else:
+            raise PespotError(f"{path}: no such video file or directory")
+    by_id: dict[str, Path] = {}
+    for file, video in found:
+        if video in by_id and by_id[video] != file:
+            raise PespotError(f"{file} and {by_id[video]} would both be written as video '{video}'")
+        by_id[video] = file
+    return [(f, v) for v, f in by_id.items()]
+
+
+def output_path(out_dir: str | Path, video: str, fmt: str) -> Path:
+    """The finished output of ``video``: ``<out>/<video>/`` (jpg) or ``<out>/<video>.mp4``."""
+    out_dir = Path(out_dir)
+    return out_dir / video if fmt == "jpg" else out_dir / f"{video}.mp4"
+
+
+def partial_path(final: Path) -> Path:
+    """The temporary name an output is written under before the rename that finishes it."""
+    return final.parent / f".{final.name}.partial"
+
+
+def count_output_frames(output: Path) -> tuple[int, float | None]:
+    """(frames, fps) of a finished output (JPEG folder or mp4)."""
+    source = open_frames(output)
+    return source.num_frames, source.fps
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# one video
+
+
+def _decode_kept_frames(container, stream, fps: float | None, width: int, height: int,
+                        on_frame: Callable[[int, object], None]) -> tuple[int, int]:
+    """Decode the whole stream, resize, call ``on_frame(index, rgb array)`` for each kept frame.
+
+    Returns (decoded frames, kept frames).
+    """
+    import av
+
+    step = Fraction(fps).limit_denominator(1001) if fps else None
+    time_base = stream.time_base
+    first_pts = None
+    next_tick = 0  # index k of the next 1/F tick
+    decoded = kept = 0
+    resize = (width, height) != (stream.codec_context.width, stream.codec_context.height)
+    try:
+        for frame in container.decode(stream):
+            decoded += 1
+            if step is not None:
+                if frame.pts is not None and time_base is not None:
+                    if first_pts is None:
+                        first_pts = frame.pts
+                    t = (frame.pts - first_pts) * Fraction(time_base)  # seconds, exact
+                else:  # no timestamps: assume the average rate
+                    t = Fraction(decoded - 1) / Fraction(stream.average_rate or 25)
+                if t * step < next_tick:
+                    continue  # before the next tick k / F
+                next_tick = int(t * step) + 1  # the first tick after this frame
+            if resize:
+                rgb = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BILINEAR")
+            else:
+                rgb = frame.to_ndarray(format="rgb24")
+            on_frame(kept, rgb)
+            kept += 1
+    except av.FFmpegError as err:
+        raise DataError(f"decoding failed at frame {decoded} ({av_error_reason(err)}); the file is damaged or "
+                        f"truncated") from None
+    return decoded, kept
+
+
+def _target_size(src_w: int, src_h: int, height: int | None, fmt: str) -> tuple[int, int]:
+    width, out_h = resized_size(src_w, src_h, height or None)
+    if fmt == "mp4":
+        # yuv420p needs even sizes: an odd source size kept as is loses its last row/column to the scaler.
+        if out_h % 2 and height:
+            raise DataError(f"--height {out_h} must be even for --format mp4")
+        width -= width % 2
+        out_h -= out_h % 2
+    return width, out_h
+
+
+def extract_video(source: str | Path, out_dir: str | Path, video: str | None = None, *, height: int | None = 224,
+                  fps: float | None = None, fmt: str = "jpg", threads: int = 1) -> ExtractResult:
+    """Extract one video into the store (or skip it when its output is already there). Never raises on bad
+    input: failures come back as ``status='failed'`` with a one-line reason."""
+    import av
+    from PIL import Image
+
+    source = Path(source)
+    video = video or source.stem
+    final = output_path(out_dir, video, fmt)
+    result = ExtractResult(source=str(source), video=video, output=str(final), status="failed")
+    start_time = time.perf_counter()
+    if final.exists():
+        result.status = "skipped"
+        try:
+            result.frames, result.fps = count_output_frames(final)
+        except DataError as err:
+            result.status, result.error = "failed", f"existing output is unreadable: {err}"
+        return result
+    partial = partial_path(final)
+    _remove(partial)  # an unfinished output of an earlier (killed) run is redone from scratch
+    final.parent.mkdir(parents=True, exist_ok=True)
+    container = None
+    output = None
+    try:
+        if source.is_dir():
+            raise DataError("is a directory, not a video file")
+        container = open_container(source)
+        stream = container.streams.video[0]
+        if threads > 1:
+            stream.thread_type = "AUTO"
+            stream.thread_count = threads
+        src_w, src_h = stream.codec_context.width, stream.codec_context.height
+        if src_w <= 0 or src_h <= 0:
+            raise DataError("video stream has no frame size")
+        width, out_h = _target_size(src_w, src_h, height, fmt)
+        src_rate = stream.average_rate or stream.guessed_rate
+        out_fps = float(fps) if fps else (float(src_rate) if src_rate else None)
+
+        if fmt == "jpg":
+            partial.mkdir(parents=True)
+
+            def on_frame(i: int, rgb) -> None:
+                Image.fromarray(rgb).save(partial / f"{i:06d}.jpg", quality=JPEG_QUALITY)
+        else:
+            rate = Fraction(out_fps or 25).limit_denominator(1001)
+            output = av.open(str(partial), mode="w", format="mp4")
+            out_stream = output.add_stream("libx264", rate=rate)
+            out_stream.width, out_stream.height = width, out_h
+            out_stream.pix_fmt = "yuv420p"
+            out_stream.options = {"crf": str(MP4_CRF), "g": str(MP4_GOP), "preset": "veryfast",
+                                  "threads": str(max(1, threads))}
+
+            def on_frame(i: int, rgb) -> None:
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                frame.pts = i
+                for packet in out_stream.encode(frame):
+                    output.mux(packet)
+
+        decoded, kept = _decode_kept_frames(container, stream, fps, width, out_h, on_frame)
+        if decoded == 0:
+            raise DataError("no frames could be decoded (empty or truncated video stream)")
+        if stream.frames and decoded < stream.frames:
+            raise DataError(f"truncated: decoded {decoded} of the {stream.frames} frames its header lists")
+        if output is not None:
+            for packet in out_stream.encode():
+                output.mux(packet)
+            output.close()
+            output = None
+        os.replace(partial, final)  # the rename that marks the output finished
+        result.status, result.frames, result.fps = "extracted", kept, out_fps
+    except DataError as err:
+        # Strip our own "<path>: " prefix: the report names the file once.
+        message = str(err)
+        result.error = message[len(str(source)) + 2:] if message.startswith(f"{source}: ") else message
+    except (av.FFmpegError, OSError) as err:
+        result.error = f"{type(err).__name__}: {av_error_reason(err)}"
+    finally:
+        if container is not None:
+            container.close()
+        if output is not None:
+            with contextlib.suppress(Exception):
+                output.close()
+        if result.status != "extracted":
+            _remove(partial)
+        result.seconds = time.perf_counter() - start_time
+    return result
+
+
+def _extract_one(args: tuple) -> ExtractResult:
+    source, out_dir, video, kwargs = args
+    return extract_video(source, out_dir, video, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# many videos
+
+
+def extract_videos(inputs: Iterable[str | Path], out_dir: str | Path, *, height: int | None = 224,
+                   fps: float | None = None, fmt: str = "jpg", workers: int = 1, labels: str | Path | None = None,
+                   progress: bool = True) -> list[ExtractResult]:
+    """Extract every input video (files or directories of videos) into ``out_dir``, ``workers`` at a time.
+
+    With ``labels`` (an E2E-Spot split JSON), each output's frame count must equal ``num_frames`` of the video
+    with the same id; a mismatch makes that video fail (its output is kept for inspection).
+    """
+    from tqdm import tqdm
+
+    from pespot.data.labels import load_split
+
+    if fmt not in ("jpg", "mp4"):
+        raise PespotError(f"--format must be jpg or mp4, got '{fmt}'")
+    if height is not None and height < 0:
+        raise PespotError(f"--height must be positive (or 0 to keep the size), got {height}")
+    if fps is not None and fps <= 0:
+        raise PespotError(f"--fps must be > 0, got {fps}")
+    if fmt == "mp4" and height and height % 2:
+        raise PespotError(f"--height {height} must be even for --format mp4 (yuv420p)")
+    expected = {v.video: v.num_frames for v in load_split(labels)} if labels else None
+    videos = find_videos(inputs)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    workers = max(1, min(workers, len(videos)))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    kwargs = {"height": height, "fps": fps, "fmt": fmt, "threads": threads}
+    jobs = [(src, out_dir, video, kwargs) for src, video in videos]
+    results: dict[str, ExtractResult] = {}
+    bar = tqdm(total=len(jobs), unit="video", desc="extract", disable=not progress or None)
+    try:
+        if workers == 1:
+            for job in jobs:
+                r = _extract_one(job)
+                results[r.video] = r
+                bar.update(1)
+                bar.set_postfix_str(f"{r.video}: {r.status}", refresh=False)
+        else:
+            # spawn, not fork: a forked child must not inherit the parent's FFmpeg decoder threads.
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                futures = [pool.submit(_extract_one, job) for job in jobs]
+                for future in as_completed(futures):
+                    r = future.result()
+                    results[r.video] = r
+                    bar.update(1)
+                    bar.set_postfix_str(f"{r.video}: {r.status}", refresh=False)
+    finally:
+        bar.close()
+    ordered = [results[video] for _, video in videos]
+    if expected is not None:
+        for r in ordered:
+            if r.status == "failed":
+                continue
+            if r.video not in expected:
+                r.warning = f"not in {labels}: frame count not checked"
+            elif expected[r.video] >= 0 and r.frames != expected[r.video]:
+                r.status = "failed"
+                r.error = (f"{r.frames} frames extracted but {labels} says num_frames={expected[r.video]} "
+                           f"(output kept at {r.output})")
+    return ordered
