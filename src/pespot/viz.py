@@ -48,8 +48,8 @@ def plot_class_bars(values: dict[str, float], path: str | os.PathLike, title: st
     for yi, v in zip(y, vals):
         ax.text(min(v, 100) + 1, yi, f"{v:.1f}", va="center", fontsize=7)
     if mean is not None:
-        ax.axvline(mean * 100, color="tab:red", linestyle="--", label=f"mean {mean * 100:.2f}")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.axvline(mean * 100, color="tab:red", linestyle="--")
+        title = f"{title} (mean {mean * 100:.2f}, dashed)"
     ax.set_xlim(0, max(105.0, float(vals.max(initial=0)) + 10))
     ax.set_xlabel(xlabel)
     ax.set_title(title)
