@@ -257,3 +257,33 @@ def test_threaded_decoder_reads_the_same_frames(make_video):
     threaded = open_frames(path, threads=2)
     assert torch.equal(threaded.read(5, 25), single)
     threaded.close()
+
+
+def test_stream_without_timestamps_is_read_by_counting(tmp_path):
+    import av
+
+    path = tmp_path / "raw.h264"  # an elementary stream: packets carry no timestamps
+    with av.open(str(path), "w", format="h264") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"g": "8", "bf": "2"}
+        for i in range(30):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame_pattern(i, 64, 48), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    source = open_frames(path)
+    assert source.num_frames == 30 and video_index(path).pts is None
+    full = _sequential(source)
+    assert [pattern_index(f) for f in full] == list(range(30))
+    assert torch.equal(source.read(17, 25), full[17:25])
+
+
+def test_jpeg_frame_of_another_size_is_an_error(make_jpeg_folder):
+    from PIL import Image
+
+    folder = make_jpeg_folder("mixed", num_frames=3)
+    Image.fromarray(frame_pattern(1, 80, 48)).save(folder / "000001.jpg")
+    with pytest.raises(DataError, match=r"mixed: frame 1 \(000001\.jpg\) is 80x48, expected 64x48"):
+        open_frames(folder).read(0, 3)
+    assert open_frames(folder, height=24).read(0, 3).shape == (3, 24, 32, 3)  # resized sources accept it

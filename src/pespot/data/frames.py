@@ -161,17 +161,16 @@ class JpegFolderSource(FrameSource):
         file = self._file(index)
         try:
             with Image.open(file) as img:
-                if (img.width, img.height) != (self.width, self.height):
-                    # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale directly (much faster for 1080p -> 224p);
-                    # it never goes below the requested size, so the final resize still downsamples.
-                    img.draft("RGB", (self.width, self.height))
-                    img = img.convert("RGB").resize((self.width, self.height), Image.BILINEAR)
-                    if (self.source_width, self.source_height) == (self.width, self.height):
-                        raise DataError(f"{self.path}: frame {index} ({file.name}) is {img.width}x{img.height}, "
-                                        f"expected {self.width}x{self.height} like the first frame")
-                else:
-                    img = img.convert("RGB")
-                return np.asarray(img)
+                size = (img.width, img.height)
+                if size == (self.width, self.height):
+                    return np.asarray(img.convert("RGB"))
+                if (self.source_width, self.source_height) == (self.width, self.height):  # no resize asked
+                    raise DataError(f"{self.path}: frame {index} ({file.name}) is {size[0]}x{size[1]}, "
+                                    f"expected {self.width}x{self.height} like the first frame")
+                # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale directly (much faster for 1080p -> 224p);
+                # it never goes below the requested size, so the final resize still downsamples.
+                img.draft("RGB", (self.width, self.height))
+                return np.asarray(img.convert("RGB").resize((self.width, self.height), Image.BILINEAR))
         except FileNotFoundError:
             raise DataError(f"{self.path}: frame {index} is missing ({file.name} not found)") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
