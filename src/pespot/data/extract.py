@@ -120,7 +120,8 @@ def _remove(path: Path) -> None:
 
 
 def _decode_kept_frames(container, stream, fps: float | None, width: int, height: int,
-                        on_frame: Callable[[int, object], None]) -> tuple[int, int]:
+                        on_frame: Callable[[int, object], None],
+                        on_progress: Callable[[int], None] | None = None) -> tuple[int, int]:
     """Decode the whole stream, resize, call ``on_frame(index, rgb array)`` for each kept frame.
 
     Returns (decoded frames, kept frames).
@@ -136,6 +137,8 @@ def _decode_kept_frames(container, stream, fps: float | None, width: int, height
     try:
         for frame in container.decode(stream):
             decoded += 1
+            if on_progress is not None and decoded % 32 == 0:
+                on_progress(32)
             if step is not None:
                 if frame.pts is not None and time_base is not None:
                     if first_pts is None:
@@ -170,9 +173,11 @@ def _target_size(src_w: int, src_h: int, height: int | None, fmt: str) -> tuple[
 
 
 def extract_video(source: str | Path, out_dir: str | Path, video: str | None = None, *, height: int | None = 224,
-                  fps: float | None = None, fmt: str = "jpg", threads: int = 1) -> ExtractResult:
+                  fps: float | None = None, fmt: str = "jpg", threads: int = 1,
+                  on_progress: Callable[[int], None] | None = None) -> ExtractResult:
     """Extract one video into the store (or skip it when its output is already there). Never raises on bad
-    input: failures come back as ``status='failed'`` with a one-line reason."""
+    input: failures come back as ``status='failed'`` with a one-line reason. ``on_progress(n)`` is called as
+    every further ``n`` source frames are decoded."""
     import av
     from PIL import Image
 
@@ -228,7 +233,7 @@ def extract_video(source: str | Path, out_dir: str | Path, video: str | None = N
                 for packet in out_stream.encode(frame):
                     output.mux(packet)
 
-        decoded, kept = _decode_kept_frames(container, stream, fps, width, out_h, on_frame)
+        decoded, kept = _decode_kept_frames(container, stream, fps, width, out_h, on_frame, on_progress)
         if decoded == 0:
             raise DataError("no frames could be decoded (empty or truncated video stream)")
         if stream.frames and decoded < stream.frames:
@@ -299,11 +304,17 @@ def extract_videos(inputs: Iterable[str | Path], out_dir: str | Path, *, height:
     bar = tqdm(total=len(jobs), unit="video", desc="extract", disable=not progress or None)
     try:
         if workers == 1:
-            for job in jobs:
-                r = _extract_one(job)
-                results[r.video] = r
-                bar.update(1)
-                bar.set_postfix_str(f"{r.video}: {r.status}", refresh=False)
+            # One video at a time: a second bar counts decoded frames, so a long video shows progress too.
+            frame_bar = tqdm(unit="frame", desc="frames", position=1, leave=False,
+                             disable=not progress or None)
+            try:
+                for src, out, video, kw in jobs:
+                    r = extract_video(src, out, video, **kw, on_progress=frame_bar.update)
+                    results[r.video] = r
+                    bar.update(1)
+                    bar.set_postfix_str(f"{r.video}: {r.status}", refresh=False)
+            finally:
+                frame_bar.close()
         else:
             # spawn, not fork: a forked child must not inherit the parent's FFmpeg decoder threads.
             import multiprocessing
