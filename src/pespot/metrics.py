@@ -402,18 +402,17 @@ def _rasterise(games: Sequence[SoccerNetGame], classes: list[str], framerate: fl
     num_classes = len(classes)
     vsize = _vector_size(framerate)
     t_group, t_bin, t_val, p_group, p_bin, p_score = [], [], [], [], [], []
-    overwritten = 0
     for gi, game in enumerate(games):
         halves, positions, cls, vals, where = _read_label_entries(game, class_index, framerate)
         h = np.asarray(halves, dtype=np.int64)
         from_ms = np.asarray([kind == "ms" for kind, _ in positions], dtype=bool)
         raw = np.asarray([value for _, value in positions], dtype=np.int64)
         bins = np.where(from_ms, _to_bins(raw, framerate), raw)
-        if (bins < 0).any():
-            i = int(np.nonzero(bins < 0)[0][0])
+        ok = (h == 1) | (h == 2)  # other halves are ignored, as in the official code
+        if (ok & (bins < 0)).any():
+            i = int(np.nonzero(ok & (bins < 0))[0][0])
             raise DataError(f"{where}: an annotation of half {halves[i]} has a negative position "
                             "(the official evaluator would wrap it to the end of the half)")
-        ok = (h == 1) | (h == 2)  # other halves are ignored, as in the official code
         bins = np.minimum(bins, vsize - 1)
         t_group.append(((2 * gi + h - 1) * num_classes + np.asarray(cls, dtype=np.int64))[ok])
         t_bin.append(bins[ok])
@@ -423,11 +422,12 @@ def _rasterise(games: Sequence[SoccerNetGame], classes: list[str], framerate: fl
         halves, ms, cls, conf, where = _read_prediction_entries(game, class_index)
         h = np.asarray(halves, dtype=np.int64)
         bins = _to_bins(np.asarray(ms, dtype=np.int64), framerate)
-        if (bins < 0).any():
-            raise DataError(f"{where}: a prediction has a negative position ({ms[int(np.argmax(bins < 0))]} ms; "
-                            "the official evaluator would wrap it to the end of the half)")
-        bins = np.minimum(bins, vsize - 1)
         ok = (h == 1) | (h == 2)
+        if (ok & (bins < 0)).any():
+            raise DataError(f"{where}: a prediction has a negative position "
+                            f"({ms[int(np.argmax(ok & (bins < 0)))]} ms; the official evaluator would wrap it to "
+                            "the end of the half)")
+        bins = np.minimum(bins, vsize - 1)
         p_group.append(((2 * gi + h - 1) * num_classes + np.asarray(cls, dtype=np.int64))[ok])
         p_bin.append(bins[ok])
         p_score.append(np.asarray(conf, dtype=np.float64)[ok])
