@@ -119,12 +119,20 @@ def _remove(path: Path) -> None:
 # one video
 
 
+def _frames(container, stream, counts: dict[str, int]):
+    """Decoded frames of ``stream`` in order; ``counts['packets']`` counts demuxed packets (discarded ones too)."""
+    for packet in container.demux(stream):
+        if packet.size > 0:
+            counts["packets"] += 1
+        yield from packet.decode()  # the empty packet at the end flushes the decoder
+
+
 def _decode_kept_frames(container, stream, fps: float | None, width: int, height: int,
                         on_frame: Callable[[int, object], None],
-                        on_progress: Callable[[int], None] | None = None) -> tuple[int, int]:
+                        on_progress: Callable[[int], None] | None = None) -> tuple[int, int, int]:
     """Decode the whole stream, resize, call ``on_frame(index, rgb array)`` for each kept frame.
 
-    Returns (decoded frames, kept frames).
+    Returns (demuxed packets, decoded frames, kept frames).
     """
     import av
 
@@ -133,9 +141,10 @@ def _decode_kept_frames(container, stream, fps: float | None, width: int, height
     first_pts = None
     next_tick = 0  # index k of the next 1/F tick
     decoded = kept = 0
+    counts = {"packets": 0}
     resize = (width, height) != (stream.codec_context.width, stream.codec_context.height)
     try:
-        for frame in container.decode(stream):
+        for frame in _frames(container, stream, counts):
             decoded += 1
             if on_progress is not None and decoded % 32 == 0:
                 on_progress(32)
@@ -158,7 +167,7 @@ def _decode_kept_frames(container, stream, fps: float | None, width: int, height
     except av.FFmpegError as err:
         raise DataError(f"decoding failed at frame {decoded} ({av_error_reason(err)}); the file is damaged or "
                         f"truncated") from None
-    return decoded, kept
+    return counts["packets"], decoded, kept
 
 
 def _target_size(src_w: int, src_h: int, height: int | None, fmt: str) -> tuple[int, int]:
@@ -233,11 +242,13 @@ def extract_video(source: str | Path, out_dir: str | Path, video: str | None = N
                 for packet in out_stream.encode(frame):
                     output.mux(packet)
 
-        decoded, kept = _decode_kept_frames(container, stream, fps, width, out_h, on_frame, on_progress)
+        packets, decoded, kept = _decode_kept_frames(container, stream, fps, width, out_h, on_frame, on_progress)
         if decoded == 0:
             raise DataError("no frames could be decoded (empty or truncated video stream)")
-        if stream.frames and decoded < stream.frames:
-            raise DataError(f"truncated: decoded {decoded} of the {stream.frames} frames its header lists")
+        if stream.frames and packets < stream.frames:
+            # The container's index (mp4 moov) lists more frames than the file holds: its data was cut.
+            raise DataError(f"truncated: the header lists {stream.frames} frames but only {packets} are in the "
+                            f"file")
         if output is not None:
             for packet in out_stream.encode():
                 output.mux(packet)
