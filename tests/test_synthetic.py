@@ -98,6 +98,7 @@ def test_resume_after_interruption_and_refuse_foreign_folders(tmp_path, tiny):
     (copy / "frames" / ".test_0001.tmp-123").mkdir()
     assert main(["synth", str(copy), "--preset", "tiny", "--json"]) == 0
     assert (copy / "test.json").read_bytes() == (out / "test.json").read_bytes()
+    assert not list(copy.rglob("*.tmp*"))
     assert len(list((copy / "frames" / "test_0001").glob("*.jpg"))) == S.plan_dataset("tiny")["test"][1].num_frames
     with pytest.raises(DataError, match="different synthetic dataset"):
         S.generate(copy, "tiny", seed=5)
@@ -113,11 +114,7 @@ def test_mp4_format_decodes_to_the_simulated_frames(tmp_path):
     from pespot.data.frames import open_frames
 
     preset = S.Preset("mp4test", {"train": 1}, (100, 100), net_fraction=1.0, noise=(2.0, 2.0))
-    S.PRESETS["mp4test"] = preset
-    try:
-        out = S.generate(tmp_path / "m", "mp4test", seed=0, fmt="mp4")
-    finally:
-        del S.PRESETS["mp4test"]
+    out = S.generate(tmp_path / "m", preset, seed=0, fmt="mp4")
     video = load_dataset(out).splits["train"][0]
     sim = S.simulate_video(S.plan_dataset(preset, 0)["train"][0], preset)
     with open_frames(out / "frames" / f"{video.video}.mp4") as source:

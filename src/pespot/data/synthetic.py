@@ -879,7 +879,7 @@ def _complete(path: Path, num_frames: int, fmt: str) -> bool:
     return path.is_file() and path.stat().st_size > 0
 
 
-def generate(out_dir: str | os.PathLike, preset: str = "tiny", seed: int = 0, fmt: str = "jpg", *,
+def generate(out_dir: str | os.PathLike, preset: str | Preset = "tiny", seed: int = 0, fmt: str = "jpg", *,
              labels_only: bool = False, progress: Callable[[int, int], None] | None = None) -> Path:
     """Write a synthetic dataset in E2E-Spot layout and return its folder.
 
@@ -889,7 +889,7 @@ def generate(out_dir: str | os.PathLike, preset: str = "tiny", seed: int = 0, fm
     ``test.json`` is complete. Re-running with the same arguments on an interrupted folder resumes it;
     ``labels_only`` writes the label files without frames (for statistics).
     """
-    spec = get_preset(preset)
+    spec = get_preset(preset) if isinstance(preset, str) else preset
     if fmt not in ("jpg", "mp4"):
         raise PespotError(f"unknown frame format '{fmt}' (expected jpg or mp4)")
     out = Path(out_dir)
@@ -910,6 +910,13 @@ def generate(out_dir: str | os.PathLike, preset: str = "tiny", seed: int = 0, fm
         raise DataError(f"{out}: folder exists and is not empty (expected a new or empty folder)")
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(info_path, info)
+    frames_dir = out / "frames"
+    if frames_dir.is_dir():  # leftovers of a killed run: half-written videos under temporary names
+        for stale in frames_dir.glob(".*.tmp*"):
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink()
 
     plans = plan_dataset(spec, seed)
     total = sum(len(v) for v in plans.values())
