@@ -132,6 +132,40 @@ def test_windows_are_streamed_with_a_bounded_buffer():
         assert window.base is None or window.base.shape[0] <= clip_len + chunk  # view into a small buffer
 
 
+def test_prefetch_yields_everything_raises_errors_and_stops_early():
+    import threading
+
+    assert list(infer.prefetch(iter(range(100)), depth=3)) == list(range(100))
+
+    def failing():
+        yield 1
+        raise DataError("video.mp4: frame 1 cannot be decoded")
+
+    reader = infer.prefetch(failing(), depth=2)
+    assert next(reader) == 1
+    with pytest.raises(DataError, match="frame 1 cannot be decoded"):
+        next(reader)
+
+    produced = []
+    closed = threading.Event()
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                produced.append(i)
+                yield i
+                i += 1
+        finally:
+            closed.set()
+
+    reader = infer.prefetch(endless(), depth=2)
+    assert [next(reader) for _ in range(5)] == [0, 1, 2, 3, 4]
+    reader.close()  # the producer stops and its generator is closed (its file released)
+    assert closed.wait(5.0)
+    assert len(produced) <= 5 + 2 + 2  # never more than the read-ahead beyond what was consumed
+
+
 def test_windows_match_the_validation_windows_of_clips():
     from pespot.data.clips import window_starts
 

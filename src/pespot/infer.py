@@ -9,9 +9,10 @@ The pipeline follows E2E-Spot's test procedure (reference-codebases.md §1.7-1.8
 3. every (frame, class) with score >= threshold (0.01: the high-recall list mAP is computed on) is a
    candidate event; per-class NMS (E2E-Spot's local maximum by default) thins the candidates.
 
-Frames are streamed: a raw video is decoded sequentially with PyAV straight to the model's height and only a
-rolling buffer of one window plus one stride is held in memory, so a 90-minute 720p match never sits in RAM
-and nothing is written to disk. Frame folders and compact mp4 stores are read through their ``FrameSource``.
+Frames are streamed: a raw video is decoded sequentially with PyAV (``pespot.data.frames``: one seek, then a
+forward decode) and resized to the model's height as it is decoded; only a rolling buffer of one window plus one
+stride is held in memory, so a 90-minute 720p match never sits in RAM and nothing is written to disk. Frame
+folders and compact mp4 stores are read through the same ``FrameSource`` interface.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import csv
 import io
 import math
 import pickle
+import queue
+import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -176,8 +179,8 @@ def load_predictor(run_or_ckpt: str | Path, device: str | torch.device = "auto",
 class FrameStream:
     """Frames of one video, delivered in order as chunks of uint8 arrays (T, H, W, 3).
 
-    ``num_frames`` is exact for frame stores and a container estimate (or None) for raw videos; the number
-    of frames actually delivered is what counts.
+    ``num_frames`` is the expected count (for the progress bar; None if unknown); the frames actually delivered
+    are what counts.
     """
 
     name: str  # for messages
@@ -234,6 +237,56 @@ def open_stream(source: Any, height: int | None = None, name: str = "", num_fram
 # sliding windows and score aggregation
 
 
+_END = object()
+
+
+def prefetch(items: Iterator[Any], depth: int) -> Iterator[Any]:
+    """Yield ``items`` produced by a background thread running up to ``depth`` items ahead.
+
+    Decoding (PyAV, PIL) releases the GIL, so the next frames are decoded while the model scores the current
+    windows: on a GPU a raw video then costs max(decode, model) instead of their sum. An exception in the
+    producer is raised here; closing this generator early stops the producer.
+    """
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((_END, None))
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            put((_END, err))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # in the thread that ran it: releases the decoder (and its open file) now
+
+    thread = threading.Thread(target=produce, name="pespot-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, err = q.get()
+            if item is _END:
+                if err is not None:
+                    raise err
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=10.0)
+
+
 def window_stride(clip_len: int, overlap: float) -> int:
     """Stride between window starts: ``clip_len - overlap * clip_len`` frames (at least 1)."""
     if not 0.0 <= overlap < 1.0:
@@ -246,8 +299,9 @@ def iter_windows(chunks: Iterator[np.ndarray], clip_len: int, stride: int
     """Cut a stream of frame chunks into windows: yields (start, frames (clip_len, H, W, 3), valid).
 
     Windows start at 0, stride, 2*stride, ... and stop at the first one that reaches the last frame; only
-    that one may be short: its ``valid`` frames are followed by zero (black) frames. Only frames from the
-    current window start on are kept, so memory stays at about one window plus one chunk.
+    that one may be short: its ``valid`` frames are followed by zero frames (which the scorer sets to 0 after
+    normalisation, as the model pads). Only frames from the current window start on are kept, so memory stays
+    at about one window plus one chunk.
     """
     buffer: np.ndarray | None = None  # frames [buf_start, buf_start + len(buffer))
     buf_start = 0
@@ -360,9 +414,11 @@ def predict_scores(predictor: Predictor, source: Any, overlap: float = 0.5, batc
         bar.update(max(acc.length - bar.n, 0))
         pending.clear()
 
+    # Decode chunks of one stride in the background, one batch of windows ahead: with the window kept and the
+    # read-ahead, about clip_len + (batch_size + 1) * stride frames are held at any time.
+    chunks = prefetch(stream.chunks(stride), depth=batch_size)
     try:
-        # Decode chunks of one stride: with the window kept, at most clip_len + stride frames are held.
-        for window in iter_windows(stream.chunks(stride), clip_len, stride):
+        for window in iter_windows(chunks, clip_len, stride):
             start, frames, valid = window
             pending.append((start, center_crop(frames, predictor.crop), valid))
             if len(pending) == batch_size:
@@ -370,6 +426,7 @@ def predict_scores(predictor: Predictor, source: Any, overlap: float = 0.5, batc
         if pending:
             flush()
     finally:
+        chunks.close()  # stops the read-ahead thread if scoring failed part-way
         bar.close()
     if acc.length == 0:
         raise DataError(f"{stream.name or source}: no frames decoded")
