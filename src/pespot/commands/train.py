@@ -23,10 +23,12 @@ from pespot.errors import ConfigError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``pespot train``."""
     parser.add_argument("--config", metavar="FILE|PRESET",
-                        help="YAML config file or preset name (e.g. tennis, soccernetv2, synthetic, ablations/clip_64)")
+                        help="YAML config file or preset name (e.g. tennis, soccernetv2, synthetic, "
+                             "ablations/clip_64)")
     parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
                         help="override a config key, e.g. --set train.epochs=10 (repeatable)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last.pt")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue the run in RUN_DIR from checkpoints/last.pt")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     parser.add_argument("--json", action="store_true", help="print the final summary as one JSON object")
 
@@ -57,8 +59,10 @@ def run(args: argparse.Namespace) -> int:
 def _print_summary(summary: dict) -> None:
     out = summary["out"]
     if summary["stopped"]:
-        print(f"stopped after {summary['steps']} steps; continue with: pespot train --resume {out}", file=sys.stderr)
+        print(f"stopped after {summary['steps']} steps; continue with: pespot train --resume {out}",
+              file=sys.stderr)
     if summary["best_epoch"] is not None:
         what = "mean val mAP@1,2,4" if summary["criterion"] == "map" else "minus val loss"
-        print(f"best epoch {summary['best_epoch']} ({what} {summary['best_score']:.4f}): {out}/checkpoints/best.pt")
+        print(f"best epoch {summary['best_epoch']} ({what} {summary['best_score']:.4f}): "
+              f"{out}/checkpoints/best.pt")
     print(f"run folder: {out} ({summary['epochs_completed']} epochs, {summary['steps']} steps)")

@@ -42,13 +42,14 @@ class DistInfo:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``train.device`` -> a torch device: auto = CUDA when present (``cuda:LOCAL_RANK`` under torchrun), else CPU."""
+    """``train.device`` -> a torch device: auto = CUDA when present (``cuda:LOCAL_RANK``), else the CPU."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"config key 'train.device': expected auto, cpu, cuda or cuda:N, got {name!r}") from None
+        raise ConfigError(f"config key 'train.device': expected auto, cpu, cuda or cuda:N, "
+                          f"got {name!r}") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"config key 'train.device': {name!r} asked for, but CUDA is not available")

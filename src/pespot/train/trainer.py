@@ -125,7 +125,8 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
         # ---- data
         train_clips = _clip_dataset(cfg, train_videos, classes, cfg.clips_per_epoch, train=True)
         val_clip_count = cfg.train.val_clips if cfg.train.val_clips is not None else cfg.clips_per_epoch // 4
-        val_clips = _clip_dataset(cfg, val_videos, classes, val_clip_count, train=False) if val_clip_count else None
+        val_clips = (_clip_dataset(cfg, val_videos, classes, val_clip_count, train=False)
+                     if val_clip_count else None)
         sampler = ClipSampler(len(train_clips), batch_size, info)
         loader = _loader(cfg, EpochClips(train_clips), sampler, batch_size, device, persistent=True)
         val_loader = (_loader(cfg, EpochClips(val_clips), ShardSampler(len(val_clips), info), batch_size, device)
@@ -205,14 +206,13 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
                 frames, targets = _to_device(batch, device)  # (B, T, 3, H, W), (B, T, K+1)
                 where = f"epoch {epoch + 1}, step {step + 1}"
                 try:
-                    parts = train_step(net, model, loss_fn, optimizer, sam, frames, targets, autocast,
+                    parts = train_step(net, model, loss_fn, optimizer, sam, scheduler, frames, targets, autocast,
                                        use_projection, step / max(total_steps, 1), gather_fn, info, where)
                 except NonFiniteLossError as err:
                     last = out / "checkpoints" / "last.pt"
                     kept = (f"the last good checkpoint {last} is kept (epoch {_checkpoint_epoch(last)})"
                             if last.exists() else "no checkpoint had been written yet")
                     raise NonFiniteLossError(f"{err}; {kept}. Try a lower optim.lr, or check the data") from None
-                scheduler.step()
                 step += 1
                 step_in_epoch += 1
                 sums.add(parts)
@@ -285,16 +285,16 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
 
 
 def train_step(net: nn.Module, model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
-               sam: Any, frames: torch.Tensor, targets: torch.Tensor, autocast: Callable, use_projection: bool,
-               step_fraction: float, gather_fn: Callable | None, info: DistInfo, where: str) -> dict[str, float]:
-    """One optimiser step on one batch (method-spec 5.4, without the scheduler step, which the loop does);
-    returns the first pass's loss parts as floats.
+               sam: Any, scheduler: Any, frames: torch.Tensor, targets: torch.Tensor, autocast: Callable,
+               use_projection: bool, step_fraction: float, gather_fn: Callable | None, info: DistInfo,
+               where: str) -> dict[str, float]:
+    """One optimiser step on one batch (method-spec 5.4); returns the first pass's loss parts as floats.
 
     ``net`` is what is called (DDP and/or compiled); ``model`` is the plain module whose BatchNorm layers are
-    frozen for the second SAM pass. ``sam`` is None for a plain AdamW step.
+    frozen for the second SAM pass. ``sam`` is None for a plain AdamW step. A non-finite loss raises
+    ``NonFiniteLossError`` before anything is changed.
     """
     from pespot.train.sam import disable_running_stats, enable_running_stats
-
 
     def forward_loss() -> tuple[torch.Tensor, dict, torch.Tensor | None]:
         with autocast():
@@ -312,7 +312,7 @@ def train_step(net: nn.Module, model: nn.Module, loss_fn: nn.Module, optimizer: 
         optimizer.step()
     else:
         sam.first_step()  # w <- w + eps(grad), grads cleared
-        disable_running_stats(model)  # BN momentum 0: running stats are not updated twice per step
+        disable_running_stats(model)  # BN running stats frozen: not updated twice per step, nor at w + eps
         try:
             loss2, _, _ = forward_loss()
             _check_finite(loss2, info, where + " (second SAM pass)")
@@ -321,6 +321,7 @@ def train_step(net: nn.Module, model: nn.Module, loss_fn: nn.Module, optimizer: 
             enable_running_stats(model)
         sam.second_step()  # w restored, AdamW step with the gradient at w + eps
     optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
     if proj is not None:
         loss_fn.update_bank(proj.detach(), targets, gather_fn)  # first-pass features, once per step
     return {k: float(v) for k, v in parts.items() if k != "contrastive_pairs"}
@@ -543,13 +544,15 @@ def _load_splits(cfg: Config, classes: list[str]) -> tuple[list[Video], list[Vid
         splits.append(videos)
     frames_root = Path(cfg.frames_dir)
     if not frames_root.exists():
-        raise DataError(f"{frames_root}: frame store not found (config key 'data.frames'; default <data.root>/frames)")
+        raise DataError(f"{frames_root}: frame store not found (config key 'data.frames'; "
+                        "default <data.root>/frames)")
     return splits[0], splits[1]
 
 
 def _check_train_config(cfg: Config) -> None:
     if cfg.clips_per_epoch <= 0:
-        raise ConfigError(f"config key 'train.clips_per_epoch': expected a positive value, got {cfg.clips_per_epoch}")
+        raise ConfigError(f"config key 'train.clips_per_epoch': expected a positive value, "
+                          f"got {cfg.clips_per_epoch}")
     if cfg.train.val_clips is not None and cfg.train.val_clips < 0:
         raise ConfigError(f"config key 'train.val_clips': expected >= 0, got {cfg.train.val_clips}")
     if cfg.train.log_every <= 0:
@@ -558,17 +561,18 @@ def _check_train_config(cfg: Config) -> None:
         raise ConfigError(f"config key 'train.save_every_steps': expected >= 0, got {cfg.train.save_every_steps}")
     if cfg.train.criterion == "map" and cfg.start_val_epoch >= cfg.train.epochs:
         raise ConfigError(f"config key 'train.start_val_epoch': {cfg.start_val_epoch} >= train.epochs "
-                          f"({cfg.train.epochs}), so no epoch computes the validation mAP that train.criterion=map "
-                          "selects by")
+                          f"({cfg.train.epochs}), so no epoch computes the validation mAP that "
+                          "train.criterion=map selects by")
     if cfg.train.criterion == "loss" and cfg.train.val_clips == 0:
-        raise ConfigError("config key 'train.val_clips': 0 clips, but train.criterion=loss selects by validation loss")
+        raise ConfigError("config key 'train.val_clips': 0 clips, but train.criterion=loss selects by "
+                          "validation loss")
 
 
 def _check_fresh_run_folder(out: Path) -> None:
     for name in ("last.pt", "best.pt"):
         if (out / "checkpoints" / name).exists():
-            raise ConfigError(f"{out}: run folder already holds checkpoints/{name}; continue it with --resume {out} "
-                              "or choose another folder with --set out=...")
+            raise ConfigError(f"{out}: run folder already holds checkpoints/{name}; continue it with "
+                              f"--resume {out} or choose another folder with --set out=...")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -629,8 +633,9 @@ def _check_resumable_schedule(ckpt: dict, schedule: dict, run_dir: Path) -> None
     if ckpt.get("step_in_epoch") and old.get("steps_per_epoch") != schedule["steps_per_epoch"]:
         raise ConfigError(
             f"--resume {run_dir}: the checkpoint stopped in the middle of epoch {int(ckpt['epoch']) + 1} with "
-            f"{old.get('steps_per_epoch')} steps per epoch, now {schedule['steps_per_epoch']} (train.clips_per_epoch,"
-            " train.batch_size and the number of processes must stay the same to finish that epoch)")
+            f"{old.get('steps_per_epoch')} steps per epoch, now {schedule['steps_per_epoch']} "
+            "(train.clips_per_epoch, train.batch_size and the number of processes must stay the same to finish "
+            "that epoch)")
 
 
 def _restore(ckpt: dict, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, loss_fn: nn.Module,
