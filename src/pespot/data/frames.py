@@ -20,6 +20,7 @@ so a ``FrameSource`` can be handed to DataLoader workers.
 
 from __future__ import annotations
 
+import abc
 import bisect
 import os
 import re
@@ -60,7 +61,7 @@ def resized_size(width: int, height: int, target_height: int | None) -> tuple[in
     return new_width, int(target_height)
 
 
-class FrameSource:
+class FrameSource(abc.ABC):
     """Frames of one video. ``read(start, stop)`` -> uint8 tensor (stop - start, height, width, 3)."""
 
     path: Path
@@ -69,9 +70,9 @@ class FrameSource:
     height: int  # of the frames returned (after the optional resize)
     width: int
 
+    @abc.abstractmethod
     def read(self, start: int, stop: int) -> torch.Tensor:
         """Frames ``start <= i < stop`` as a uint8 tensor (T, H, W, 3); out-of-range indices are a DataError."""
-        raise NotImplementedError
 
     def iter_chunks(self, start: int = 0, stop: int | None = None, chunk: int = 64) -> Iterator[torch.Tensor]:
         """Frames ``start..stop`` in order, as tensors of at most ``chunk`` frames, without random access."""
