@@ -117,7 +117,8 @@ class _RefineAndConvolve(Function):
             grad_y, own = grad_out, False
         else:
             taps = theta.to(grad_out.dtype)[:, None, :, :, None, None]
-            grad_y = _add_shifted_taps(grad_out * taps[:, :, :, theta.shape[-1] // 2], grad_out, taps, transpose=True)
+            centre = grad_out * taps[:, :, :, theta.shape[-1] // 2]
+            grad_y = _add_shifted_taps(centre, grad_out, taps, transpose=True)  # the transposed correlation
             own = True  # grad_y is ours: it may be updated in place below
             if need_theta:
                 grad_theta = _tap_correlations(grad_out, x, fs, ft, theta.shape[-1]).to(theta.dtype)
@@ -140,9 +141,9 @@ class _RefineAndConvolve(Function):
 
 def _tap_correlations(grad_out: torch.Tensor, x: torch.Tensor, fs: torch.Tensor | None, ft: torch.Tensor | None,
                       kernel_size: int) -> torch.Tensor:
-    """The kernel's gradient: ``sum_{t,h,w} grad_out[:, t] * y[:, t + k - K//2]`` per (clip, channel, tap), summed in
-    fp32 at least, with y = x (1 + fs) (1 + ft) recomputed block by block (with the K//2 neighbouring frames).
-    Returns (B, C, K)."""
+    """The kernel's gradient: ``sum_{t,h,w} grad_out[:, t] * y[:, t + k - K//2]`` per (clip, channel, tap),
+    summed in fp32 at least, with y = x (1 + fs) (1 + ft) recomputed block by block (with the K//2 neighbouring
+    frames). Returns (B, C, K)."""
     batch, length, channels = x.shape[:3]
     half = kernel_size // 2
     acc_dtype = torch.promote_types(grad_out.dtype, torch.float32)  # bf16 products are summed in fp32
@@ -209,7 +210,8 @@ class _TemporalTaps(Function):
     def forward(ctx, z, clip_len):  # see the class docstring
         n, taps_dim, h, w = z.shape
         hidden, batch = taps_dim // 3, n // clip_len
-        fmt = torch.channels_last if z.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        channels_last = z.is_contiguous(memory_format=torch.channels_last)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
         out = torch.empty((n, hidden, h, w), dtype=z.dtype, device=z.device, memory_format=fmt)
         z6 = z.view(batch, clip_len, 3, hidden, h, w)
         out5 = out.view(batch, clip_len, hidden, h, w)
