@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd import Function
+from torch.autograd.function import once_differentiable
 
 from pespot.config import AstrmConfig
 
@@ -109,6 +110,7 @@ class _RefineAndConvolve(Function):
         return _add_shifted_taps(out, y, taps)
 
     @staticmethod
+    @once_differentiable  # the hand-written backward is not itself differentiable
     def backward(ctx, grad_out):
         x, fs, ft, theta = ctx.saved_tensors
         need_x, need_fs, need_ft, need_theta = ctx.needs_input_grad
@@ -185,6 +187,7 @@ class _ChannelPool(Function):
         return pooled, spatial
 
     @staticmethod
+    @once_differentiable  # the hand-written backward is not itself differentiable
     def backward(ctx, grad_pooled, grad_spatial):
         x, peak = ctx.saved_tensors
         n, c, h, w = x.shape
@@ -222,6 +225,7 @@ class _TemporalTaps(Function):
         return out
 
     @staticmethod
+    @once_differentiable  # the hand-written backward is not itself differentiable
     def backward(ctx, grad_out):
         n, hidden, h, w = grad_out.shape
         clip_len = ctx.clip_len
