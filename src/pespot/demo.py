@@ -4,8 +4,10 @@ What ``pespot demo`` (and ``make demo``) runs on a fresh machine with no network
 
 1. ``pespot synth`` writes the ``small`` synthetic dataset (64x64 frames at 25 fps; docs/synthetic.md);
 2. ``pespot train`` trains the paper's model (ASTRM + Bi-GRU + BCE + SoftIC + ASAM, random initialisation) with
-   the ``synthetic`` preset: reduced clip length (32 frames) and frame size (64x64) so that it fits the CPU. The
-   number of training clips is sized from a short calibration so that training takes about ``minutes`` minutes;
+   the ``synthetic`` preset: reduced clip length (32 frames) and frame size (64x64) so that it fits the CPU. By
+   default the number of optimiser steps is fixed per preset (``DEFAULT_STEPS``: same result on every machine,
+   about 12 minutes of training on 2 idle CPU cores for ``small``); with ``minutes`` it is sized from a short
+   calibration of the step time so that the whole demo takes about that long;
 3. ``pespot infer`` spots events in the test split's videos (sliding windows with half overlap, local-maximum NMS);
 4. ``pespot eval`` scores them (mAP at tolerances 0, 1, 2, 4 frames, per class) and so does the same evaluation
    on a trivial baseline that predicts every frame of every class with that class's training frequency as its
@@ -15,6 +17,7 @@ What ``pespot demo`` (and ``make demo``) runs on a fresh machine with no network
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,8 @@ from pespot.metrics import MapResult, compute_map
 TOLERANCES = (0, 1, 2, 4)
 # Share of the time budget spent on optimiser steps; the rest is data generation, validation and inference.
 TRAIN_SHARE = 0.75
+# Optimiser steps (batch 4, clip 32) per synthetic preset when no time budget is given.
+DEFAULT_STEPS = {"tiny": 40, "small": 400, "bench": 1200}
 
 
 def demo_config(data_root: Path, run_dir: Path, device: str, seed: int, overrides: list[str] | None = None) -> Config:
@@ -117,7 +122,7 @@ def _stage(n: int, total: int, text: str, start: float, budget_s: float) -> None
     print(f"[{n}/{total}] {text}  (elapsed {elapsed / 60:.1f} min of a ~{budget_s / 60:.0f} min budget)", flush=True)
 
 
-def run_demo(out: str | Path = "runs/demo", preset: str = "small", minutes: float = 15.0, seed: int = 0,
+def run_demo(out: str | Path = "runs/demo", preset: str = "small", minutes: float | None = None, seed: int = 0,
              device: str = "auto", progress: bool = True, overrides: list[str] | None = None) -> dict[str, Any]:
     """Run the whole demo into ``out``; return the results (also written to ``out/run/results.json``).
 
@@ -128,10 +133,10 @@ def run_demo(out: str | Path = "runs/demo", preset: str = "small", minutes: floa
     from pespot.data.synthetic import generate
     from pespot.viz import plot_per_class_ap, plot_timelines
 
-    if minutes <= 0:
+    if minutes is not None and minutes <= 0:
         raise PespotError(f"--minutes must be positive, got {minutes}")
     start = time.time()
-    budget_s = minutes * 60
+    budget_s = (minutes or 20.0) * 60
     out = Path(out)
     data_root, run_dir = out / "data", out / "run"
     if (run_dir / "checkpoints").exists():
@@ -146,6 +151,11 @@ def run_demo(out: str | Path = "runs/demo", preset: str = "small", minutes: floa
     if any(o.startswith("train.clips_per_epoch=") for o in overrides or []):
         per_step = float("nan")
         clips_per_epoch = cfg.clips_per_epoch
+    elif minutes is None:
+        per_step = float("nan")
+        clips_per_epoch = DEFAULT_STEPS[preset] // cfg.train.epochs * cfg.train.batch_size
+        cfg.train.clips_per_epoch = clips_per_epoch
+        cfg.train.val_clips = max(cfg.train.batch_size, clips_per_epoch // 8)
     else:
         per_step = seconds_per_step(cfg, len(classes))
         train_budget = max(budget_s - (time.time() - start), 60.0) * TRAIN_SHARE
@@ -153,10 +163,11 @@ def run_demo(out: str | Path = "runs/demo", preset: str = "small", minutes: floa
         clips_per_epoch = max(cfg.train.batch_size, steps // cfg.train.epochs * cfg.train.batch_size)
         cfg.train.clips_per_epoch = clips_per_epoch
         cfg.train.val_clips = max(cfg.train.batch_size, clips_per_epoch // 8)
+    measured = "" if math.isnan(per_step) else f" ({per_step:.2f} s/step measured)"
     _stage(2, 4, f"train the paper's model ({cfg.model.temporal_module} + {cfg.model.temporal_head} + "
               f"{cfg.loss.classification} + {cfg.loss.contrastive} + {cfg.optim.sam}) at {cfg.data.height}px, "
-              f"clip {cfg.model.clip_len}: {cfg.train.epochs} epochs x {clips_per_epoch} clips "
-              f"({per_step:.2f} s/step measured) -> {run_dir}", start, budget_s)
+              f"clip {cfg.model.clip_len}: {cfg.train.epochs} epochs x {clips_per_epoch} clips{measured} -> {run_dir}",
+           start, budget_s)
     from pespot.train.trainer import train
 
     summary = train(cfg, progress=progress)
@@ -189,7 +200,7 @@ def run_demo(out: str | Path = "runs/demo", preset: str = "small", minutes: floa
         "preset": preset, "seed": seed, "minutes_budget": minutes, "minutes_elapsed": round(elapsed / 60, 2),
         "run": str(run_dir), "predictions": str(pred_path), "plots": [str(p) for p in paths],
         "train": {"epochs": cfg.train.epochs, "clips_per_epoch": clips_per_epoch, "steps": summary.get("steps"),
-                  "seconds_per_step": per_step, "best_epoch": summary.get("best_epoch")},
+                  "seconds_per_step": None if math.isnan(per_step) else per_step, "best_epoch": summary.get("best_epoch")},
         "model": model_res.to_json(), "baseline": base_res.to_json(), "rarest_class": rarest,
         "model_ahead_at_tolerance_2": ahead,
     }

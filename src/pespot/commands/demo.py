@@ -21,8 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="demo folder (data/ and run/ go in it); default runs/demo")
     parser.add_argument("--preset", default="small", choices=("tiny", "small", "bench"),
                         help="synthetic dataset preset; default small")
-    parser.add_argument("--minutes", type=float, default=15.0,
-                        help="approximate time budget; training is sized to fit it (default 15)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="approximate time budget: the training steps are sized to fit it from a short "
+                             "calibration (default: a fixed number of steps per preset, ~20 minutes on 2 CPU cores "
+                             "for small)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the training")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object at the end")
