@@ -194,23 +194,27 @@ def count_windows(videos: list[Video], clip_len: int, stride: int) -> int:
     return sum(len(window_starts(v.num_frames, clip_len, stride)) for v in videos)
 
 
-def seconds_per_window(cfg: Config, num_classes: int, repeats: int = 2) -> float:
-    """Forward time of one inference window of the configured shape (eval mode, no gradients)."""
+def seconds_per_window(cfg: Config, classes: list[str], videos: list[Video], frames_root: Path) -> float:
+    """Inference time per window, frame decoding included: the model of ``cfg`` scores ``videos`` as the
+    validation does (windows without overlap)."""
     import torch
 
+    from pespot.data.frames import find_video_frames
+    from pespot.infer import Predictor, predict_scores, resolve_device
     from pespot.train import trainer
 
-    model = trainer.build_model(cfg, num_classes).eval()
-    b = cfg.eval.batch_size
-    frames = torch.randn(b, cfg.model.clip_len, 3, cfg.data.height, cfg.data.crop or cfg.data.height)
-    times = []
-    with torch.no_grad():
-        for i in range(repeats + 1):
-            start = time.perf_counter()
-            model(frames)
-            if i:  # the first pass warms up
-                times.append((time.perf_counter() - start) / b)
-    return float(np.median(times))
+    device = resolve_device(cfg.train.device)
+    model = trainer.build_model(cfg, len(classes)).to(device).eval()
+    predictor = Predictor(model=model, cfg=cfg, classes=classes, device=device, activation="sigmoid")
+    with torch.no_grad():  # warm-up
+        model(torch.zeros(1, cfg.model.clip_len, 3, cfg.data.height, cfg.data.crop or cfg.data.height,
+                          device=device))
+    start = time.perf_counter()
+    for video in videos:
+        predict_scores(predictor, find_video_frames(frames_root, video.video), overlap=0.0,
+                       batch_size=cfg.eval.batch_size, progress=False, num_frames=video.num_frames)
+    clip = cfg.model.clip_len
+    return (time.perf_counter() - start) / max(1, count_windows(videos, clip, clip))
 
 
 def calibrate(cfg: Config, dataset: Any, minutes: float) -> tuple[int, dict]:
@@ -220,7 +224,7 @@ def calibrate(cfg: Config, dataset: Any, minutes: float) -> tuple[int, dict]:
 
     classes = dataset.classes
     per_step = seconds_per_step(cfg, len(classes), steps=3)
-    per_window = seconds_per_window(cfg, len(classes))
+    per_window = seconds_per_window(cfg, classes, dataset.splits["val"][:2], Path(cfg.frames_dir))
     clip = cfg.model.clip_len
     val_windows = count_windows(dataset.splits["val"], clip, clip)  # validation mAP: no overlap
     test_windows = count_windows(dataset.splits["test"], clip, window_stride(clip, INFERENCE["overlap"]))
@@ -256,8 +260,10 @@ def resolve_budget(args: argparse.Namespace, out: Path, dataset: Any, data_root:
     if path.is_file():
         saved = load_budget(path)
         mine, theirs = wanted.identity(), saved.identity()
-        if args.steps is None:  # --minutes-per-row: the saved calibration stands
+        if args.steps is None:  # minutes: the saved calibration stands unless other minutes are asked for
             mine["steps"] = theirs["steps"]
+            if args.minutes_per_row is not None and args.minutes_per_row != saved.minutes_per_row:
+                mine["minutes_per_row"], theirs["minutes_per_row"] = args.minutes_per_row, saved.minutes_per_row
         if mine == theirs:
             return saved
         started = [r for r in ROW_NAMES if (out / r).exists()]
@@ -593,6 +599,7 @@ def compare_formats(work: Path, *, preset: str = "small", rounds: int = 2, steps
             cfg = row_config(get_row("paper"), budget, root, run, threads)
             # select by validation loss (4 clips) and skip the validation mAP: only the steps are compared
             cfg.train.val_clips, cfg.train.criterion, cfg.train.start_val_epoch = 4, "loss", 1
+            cfg.train.save_every_steps = 0
             start = time.perf_counter()
             train(cfg, progress=False)
             result["formats"][fmt]["train_seconds"].append(round(time.perf_counter() - start, 1))

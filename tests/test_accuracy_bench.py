@@ -159,3 +159,12 @@ def test_tiny_end_to_end_resume_skip_and_report(tmp_path, capsys):
     assert acc.main(other) == 1
     err = capsys.readouterr().err
     assert "budget.json" in err and "steps" in err
+
+    # the default budget path: calibrate on the paper row, then whole epochs that fit the minutes
+    dataset = acc.load_dataset(data)
+    steps, details = acc.calibrate(cfg, dataset, minutes=0.5)
+    assert details["val_windows"] == sum(-(-v.num_frames // 16) for v in dataset.splits["val"])  # no overlap
+    assert details["test_windows"] == sum(1 + -(-(v.num_frames - 16) // 8) for v in dataset.splits["test"])
+    assert details["seconds_per_step"] > 0 and details["seconds_per_window"] > 0
+    assert steps % 2 == 0 and steps >= 2  # whole epochs, at least a step in each
+    assert steps == 2 or details["estimated_train_minutes"] <= 0.5 + 0.05  # fits the minutes unless at the floor
