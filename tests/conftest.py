@@ -19,6 +19,12 @@ import pytest
 
 INDEX_BITS = 10  # frames 0..1023 can be told apart
 
+# The project's real label files: ``shared/data`` beside the repository (as CI lays it out), else the
+# workspace's copy.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+if not SHARED_DATA.is_dir():
+    SHARED_DATA = Path("/work/shared/data")
+
 
 def frame_pattern(index: int, width: int, height: int) -> np.ndarray:
     """The known content of frame ``index``: uint8 (height, width, 3)."""

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA as DATA
 
 from pespot.data.labels import (
     Event,
@@ -20,10 +21,6 @@ from pespot.data.labels import (
     validate_split,
 )
 from pespot.errors import DataError
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data")
 
 LABELLED = [f"{d}/{s}.json" for d in ("tennis", "fs_comp", "fs_perf", "finediving") for s in ("train", "val", "test")]
 LABELLED += ["finegym/val.json", "finegym/test.json"]
