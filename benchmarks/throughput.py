@@ -17,11 +17,11 @@ them):
 Each round runs every variant once, one after the other (interleaved), so load from other processes hits all of
 them alike and the ratios stay meaningful on a busy machine; the first ``--warmup`` rounds are not counted and
 the median of ``--steps`` rounds is reported. Peak memory is measured per variant in a fresh subprocess (two
-steps, so the optimiser state exists during the second): the peak RSS of that process on the CPU (``VmHWM``;
-``getrusage``'s ``ru_maxrss`` where there is no /proc), ``torch.cuda.max_memory_allocated`` on CUDA. The
-ratios paper/baseline are set next to the FLOP ratio of ``pespot.commands.info.model_info``. A per-stage table
-times each of ASTRM's input shapes alone (fast vs reference, forward+backward and inference) and lists the top
-operators of stage s1 from ``torch.profiler``.
+training steps, so the optimiser state exists during the second; one inference step): the peak RSS of that
+process on the CPU (``VmHWM``; ``getrusage``'s ``ru_maxrss`` where there is no /proc),
+``torch.cuda.max_memory_allocated`` on CUDA. The ratios paper/baseline are set next to the FLOP ratio of
+``pespot.commands.info.model_info``. A per-stage table times each of ASTRM's input shapes alone (fast vs
+reference, forward+backward and inference) and lists the top operators of stage s1 from ``torch.profiler``.
 
 On a CPU shared with other work, OpenMP's default busy-waiting makes a 2-thread run several times slower than a
 1-thread run; the script therefore sets ``OMP_WAIT_POLICY=PASSIVE`` unless it is already set (recorded in the
@@ -239,7 +239,7 @@ def memory_child(args: argparse.Namespace) -> int:
     before_mb = peak_rss_mb()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    for _ in range(2):
+    for _ in range(2 if args.memory_of.startswith("train") else 1):
         step()
     result = {"rss_before_mb": round(before_mb, 1), "peak_rss_mb": round(peak_rss_mb(), 1)}
     if device.type == "cuda":
@@ -449,7 +449,7 @@ def render_markdown(r: dict) -> str:
             if before:
                 lines.append(f"Peak RSS is the whole process (Python + torch + model: "
                              f"{min(before.values()):.0f}-{max(before.values()):.0f} MB before the first step), "
-                             "two steps in a fresh process.")
+                             "two training steps or one inference step in a fresh process.")
         stages = block.get("astrm_stages")
         if stages:
             lines += [
@@ -488,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", type=int, default=17, help="event classes K (default 17)")
     parser.add_argument("--steps", type=int, default=3, help="counted rounds (median of them)")
     parser.add_argument("--warmup", type=int, default=1, help="uncounted first rounds")
-    parser.add_argument("--stage-steps", type=int, default=3,
+    parser.add_argument("--stage-steps", type=int, default=2,
                         help="rounds of the per-stage ASTRM table (0: skip it)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         choices=("cpu", "cuda"))
