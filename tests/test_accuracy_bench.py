@@ -168,3 +168,14 @@ def test_tiny_end_to_end_resume_skip_and_report(tmp_path, capsys):
     assert details["seconds_per_step"] > 0 and details["seconds_per_window"] > 0
     assert steps % 2 == 0 and steps >= 2  # whole epochs, at least a step in each
     assert steps == 2 or details["estimated_train_minutes"] <= 0.5 + 0.05  # fits the minutes unless at the floor
+
+
+def test_format_overhead_hand_computed():
+    fm = {"batch_size": 4, "model_seconds_per_step": 5.0,
+          "formats": {"mp4": {"item_cpu_ms": [100.0, 120.0], "train_seconds": [50.0, 60.0]},
+                      "jpg": {"item_cpu_ms": [80.0, 80.0], "train_seconds": [40.0, 50.0]}}}
+    extra = acc.format_overhead(fm)
+    # (110 - 80) ms x 4 items = 0.12 s per step = 2.4 % of 5 s; jpg rounds differ by 50 / 40 - 1 = 25 %
+    assert extra["seconds_per_step"] == pytest.approx(0.12)
+    assert extra["fraction"] == pytest.approx(0.024)
+    assert extra["spread"] == pytest.approx(0.25)
