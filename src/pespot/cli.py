@@ -8,6 +8,11 @@ import importlib
 import os
 import sys
 
+# OpenMP threads that spin while waiting make a 2-thread CPU run 5-8x slower as soon as anything else uses a core
+# (measured on the shared 2-core development machine; benchmarks/throughput.py). Passive waiting costs little
+# when the cores are free. Set before torch is imported; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 # (command, module, one-line help) in the order of the command-line contract.
 COMMANDS = [
     ("synth", "synth", "write a synthetic precise-event-spotting dataset (E2E-Spot layout)"),
