@@ -410,3 +410,23 @@ def test_bad_loss_config_is_a_config_error():
         build_loss(LossConfig(classification="hinge"), 3)
     with pytest.raises(ConfigError, match="loss.temperature"):
         build_loss(LossConfig(temperature=0.0), 3)
+
+
+def test_bce_foreground_weight_matches_hand_computation():
+    import math
+
+    from pespot.train.losses import bce_loss
+
+    logits = torch.tensor([[0.3, -1.2, 2.0], [-0.5, 0.7, -0.1]])
+    targets = torch.tensor([[0.2, 0.8, 0.0], [1.0, 0.0, 0.5]])
+    fg = 3.0
+    total = 0.0
+    for i in range(2):
+        for j in range(3):
+            p = 1 / (1 + math.exp(-float(logits[i, j])))
+            w = 1.0 if j == 0 else fg
+            t = float(targets[i, j])
+            total += -(w * t * math.log(p) + (1 - t) * math.log(1 - p))
+    assert float(bce_loss(logits, targets, fg)) == pytest.approx(total / 6, rel=1e-6)
+    assert float(bce_loss(logits, targets, 1.0)) == pytest.approx(
+        float(torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)), rel=1e-7)

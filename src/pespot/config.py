@@ -79,6 +79,7 @@ class LossConfig:
 
     classification: str = "bce"  # bce (paper, K+1 outputs, soft targets) | ce (E2E-Spot, fg weight) | focal
     fg_weight: float = 5.0  # foreground class weight of the ce loss
+    bce_fg_weight: float = 1.0  # weight of the positive term of the K event columns in bce (1 = the paper's BCE)
     focal_gamma: float = 2.0
     focal_alpha: float = 0.25
     contrastive: str = "softic"  # softic (paper) | ic (OpenDet, hard labels) | none

@@ -54,10 +54,19 @@ def _flatten(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
 # classification losses
 
 
-def bce_loss(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean BCE-with-logits over every frame and every one of the K+1 outputs (soft targets allowed)."""
+def bce_loss(logits: Tensor, targets: Tensor, fg_weight: float = 1.0) -> Tensor:
+    """Mean BCE-with-logits over every frame and every one of the K+1 outputs (soft targets allowed).
+
+    ``fg_weight`` multiplies the positive term of the K event columns (torch's ``pos_weight``; background keeps
+    1). The paper's loss is ``fg_weight = 1``; a larger value is a documented option for training from scratch
+    on a small budget, where events are 1-3 % of frames.
+    """
     x, t = _flatten(logits, targets)
-    return F.binary_cross_entropy_with_logits(x, t, reduction="mean")
+    if fg_weight == 1.0:
+        return F.binary_cross_entropy_with_logits(x, t, reduction="mean")
+    pos_weight = torch.full((x.shape[1],), float(fg_weight), dtype=x.dtype, device=x.device)
+    pos_weight[0] = 1.0
+    return F.binary_cross_entropy_with_logits(x, t, pos_weight=pos_weight, reduction="mean")
 
 
 def ce_loss(logits: Tensor, targets: Tensor, fg_weight: float = 5.0) -> Tensor:
@@ -374,7 +383,7 @@ class SpottingLoss(nn.Module):
         """The classification term alone."""
         cfg = self.cfg
         if cfg.classification == "bce":
-            return bce_loss(logits, targets)
+            return bce_loss(logits, targets, cfg.bce_fg_weight)
         if cfg.classification == "ce":
             return ce_loss(logits, targets, cfg.fg_weight)
         return focal_loss(logits, targets, cfg.focal_gamma, cfg.focal_alpha)
