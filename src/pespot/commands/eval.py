@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -100,12 +101,21 @@ def _run_frames(args: argparse.Namespace) -> int:
     classes = _classes_for(truth_path, args.classes)
     truth = load_split(truth_path, classes)
     pred = load_split(pred_path, predictions=True)
-    if classes is not None:
-        validate_split(pred, classes, str(pred_path), predictions=True)
-    for v in pred:
+    # Without a class list the checks that need none still run here, so that a duplicated video or an event
+    # outside its video is reported with the file and entry rather than by the metric.
+    validate_split(truth, classes, str(truth_path))
+    validate_split(pred, classes, str(pred_path), predictions=True)
+    truth_ids = {v.video for v in truth}
+    for vi, v in enumerate(pred):
+        if v.video not in truth_ids:
+            raise PespotError(f"{pred_path}: entry {vi}: video '{v.video}' is not in the truth {truth_path}")
         for i, e in enumerate(v.events):
             if e.score is None:
-                raise PespotError(f"{pred_path}: video '{v.video}', event {i}: prediction without a 'score'")
+                raise PespotError(f"{pred_path}: entry {vi} (video '{v.video}'), event {i}: prediction without "
+                                  "a 'score'")
+            if not math.isfinite(e.score):
+                raise PespotError(f"{pred_path}: entry {vi} (video '{v.video}'), event {i}: 'score' must be a "
+                                  f"finite number, got {e.score!r}")
 
     raw = compute_map(truth, pred, classes, args.tolerances)
     final, nms_pred = raw, pred

@@ -11,7 +11,8 @@ each tick k/F of the frame timestamps (never duplicates frames).
 
 An output is written under a hidden ``.partial`` name and renamed when complete: a rerun skips finished videos
 and redoes unfinished ones. A video that cannot be read (empty, not a video, no video stream, truncated) is
-reported on one line and the others continue; with ``--labels`` a frame count different from the split's
+reported on one line and the others continue (so is a missing path, a folder without videos, or a second
+file with the same video id); with ``--labels`` a frame count different from the split's
 ``num_frames`` is a failure too. The exit status is 1 if any video failed.
 """
 

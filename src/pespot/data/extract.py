@@ -21,6 +21,7 @@ on a rerun; a leftover partial output (from a kill) is deleted and redone.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import time
@@ -42,6 +43,7 @@ from pespot.errors import DataError, PespotError
 JPEG_QUALITY = 90
 MP4_CRF = 20
 MP4_GOP = 16
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass
@@ -67,27 +69,35 @@ class ExtractResult:
 # inputs and outputs
 
 
-def find_videos(inputs: Iterable[str | Path]) -> list[tuple[Path, str]]:
-    """(video file, video id) for each input; directories are searched recursively for video files."""
-    found: list[tuple[Path, str]] = []
+def find_videos(inputs: Iterable[str | Path]) -> list[tuple[Path, str, str | None]]:
+    """(video file, video id, problem) for each input, in order; directories are searched recursively for video
+    files. ``problem`` is None for a video to extract, else one line saying why this input cannot be (a missing
+    path, a directory without videos, a second file with the same video id): the other inputs still run."""
+    found: list[tuple[Path, str, str | None]] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
             if not files:
-                raise PespotError(f"{path}: no video files in this directory (looked for {', '.join(VIDEO_SUFFIXES)})")
-            found += [(p, p.relative_to(path).with_suffix("").as_posix()) for p in files]
+                problem = f"no video files in this directory (looked for {', '.join(VIDEO_SUFFIXES)})"
+                found.append((path, path.name, problem))
+            found += [(p, p.relative_to(path).with_suffix("").as_posix(), None) for p in files]
         elif path.exists():
-            found.append((path, path.stem))
+            found.append((path, path.stem, None))
         else:
-            raise PespotError(f"{path}: no such video file or directory")
+            found.append((path, path.stem, "no such video file or directory"))
     by_id: dict[str, Path] = {}
-    for file, video in found:
-        if video in by_id and by_id[video] != file:
-            raise PespotError(f"{file} and {by_id[video]} would both be written as video '{video}'")
-        by_id[video] = file
-    return [(f, v) for v, f in by_id.items()]
+    out: list[tuple[Path, str, str | None]] = []
+    for file, video, problem in found:
+        if problem is None and video in by_id:
+            if by_id[video] == file:
+                continue  # the same file given twice
+            problem = f"would be written as video '{video}' like {by_id[video]}, which is extracted instead"
+        elif problem is None:
+            by_id[video] = file
+        out.append((file, video, problem))
+    return out
 
 
 def output_path(out_dir: str | Path, video: str, fmt: str) -> Path:
@@ -203,11 +213,11 @@ def extract_video(source: str | Path, out_dir: str | Path, video: str | None = N
             result.status, result.error = "failed", f"existing output is unreadable: {err}"
         return result
     partial = partial_path(final)
-    _remove(partial)  # an unfinished output of an earlier (killed) run is redone from scratch
-    final.parent.mkdir(parents=True, exist_ok=True)
     container = None
     output = None
     try:
+        _remove(partial)  # an unfinished output of an earlier (killed) run is redone from scratch
+        final.parent.mkdir(parents=True, exist_ok=True)  # inside the try: a full disk fails this video only
         if source.is_dir():
             raise DataError("is a directory, not a video file")
         container = open_container(source)
@@ -261,7 +271,11 @@ def extract_video(source: str | Path, out_dir: str | Path, video: str | None = N
         message = str(err)
         result.error = message[len(str(source)) + 2:] if message.startswith(f"{source}: ") else message
     except (av.FFmpegError, OSError) as err:
-        result.error = f"{type(err).__name__}: {av_error_reason(err)}"
+        # PyAV's errors are FFmpegErrors (some also OSErrors); any other OSError comes from writing the output.
+        if not isinstance(err, av.FFmpegError) or getattr(err, "errno", None) in _DISK_FULL:
+            result.error = _write_error(err, final)
+        else:
+            result.error = f"{type(err).__name__}: {av_error_reason(err)}"
     finally:
         if container is not None:
             container.close()
@@ -272,6 +286,14 @@ def extract_video(source: str | Path, out_dir: str | Path, video: str | None = N
             _remove(partial)
         result.seconds = time.perf_counter() - start_time
     return result
+
+
+def _write_error(err: OSError, final: Path) -> str:
+    """One line for a failed write of ``final`` (a full disk says so); its partial output is already deleted."""
+    reason = err.strerror or str(err) or type(err).__name__
+    if err.errno in _DISK_FULL:
+        reason = f"disk full ({reason})"
+    return f"cannot write {final}: {reason}; nothing of this video was kept"
 
 
 def _extract_one(args: tuple) -> ExtractResult:
@@ -293,7 +315,7 @@ def extract_videos(inputs: Iterable[str | Path], out_dir: str | Path, *, height:
     """
     from tqdm import tqdm
 
-    from pespot.data.labels import load_split
+    from pespot.data.labels import load_split, validate_split
 
     if fmt not in ("jpg", "mp4"):
         raise PespotError(f"--format must be jpg or mp4, got '{fmt}'")
@@ -303,15 +325,26 @@ def extract_videos(inputs: Iterable[str | Path], out_dir: str | Path, *, height:
         raise PespotError(f"--fps must be > 0, got {fps}")
     if fmt == "mp4" and height and height % 2:
         raise PespotError(f"--height {height} must be even for --format mp4 (yuv420p)")
-    expected = {v.video: v.num_frames for v in load_split(labels)} if labels else None
-    videos = find_videos(inputs)
+    expected = None
+    if labels:
+        label_videos = load_split(labels)
+        validate_split(label_videos, None, str(labels))  # a duplicated id would make the check ambiguous
+        expected = {v.video: v.num_frames for v in label_videos}
+    entries = find_videos(inputs)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    workers = max(1, min(workers, len(videos)))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PespotError(f"{out_dir}: cannot create the output folder ({err.strerror or err})") from None
+    results: dict[int, ExtractResult] = {}
+    for i, (src, video, problem) in enumerate(entries):
+        if problem is not None:  # reported like a video that failed; the others still run
+            results[i] = ExtractResult(source=str(src), video=video, output="", status="failed", error=problem)
+    todo = [i for i in range(len(entries)) if i not in results]
+    workers = max(1, min(workers, len(todo)))
     threads = max(1, (os.cpu_count() or 1) // workers)
     kwargs = {"height": height, "fps": fps, "fmt": fmt, "threads": threads}
-    jobs = [(src, out_dir, video, kwargs) for src, video in videos]
-    results: dict[str, ExtractResult] = {}
+    jobs = {i: (entries[i][0], out_dir, entries[i][1], kwargs) for i in todo}
     bar = tqdm(total=len(jobs), unit="video", desc="extract", disable=not progress or None)
     try:
         if workers == 1:
@@ -319,28 +352,28 @@ def extract_videos(inputs: Iterable[str | Path], out_dir: str | Path, *, height:
             frame_bar = tqdm(unit="frame", desc="frames", position=1, leave=False,
                              disable=not progress or None)
             try:
-                for src, out, video, kw in jobs:
+                for i, (src, out, video, kw) in jobs.items():
                     r = extract_video(src, out, video, **kw, on_progress=frame_bar.update)
-                    results[r.video] = r
+                    results[i] = r
                     bar.update(1)
                     bar.set_postfix_str(f"{r.video}: {r.status}", refresh=False)
             finally:
                 frame_bar.close()
-        else:
+        elif jobs:
             # spawn, not fork: a forked child must not inherit the parent's FFmpeg decoder threads.
             import multiprocessing
 
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futures = [pool.submit(_extract_one, job) for job in jobs]
+                futures = {pool.submit(_extract_one, job): i for i, job in jobs.items()}
                 for future in as_completed(futures):
                     r = future.result()
-                    results[r.video] = r
+                    results[futures[future]] = r
                     bar.update(1)
                     bar.set_postfix_str(f"{r.video}: {r.status}", refresh=False)
     finally:
         bar.close()
-    ordered = [results[video] for _, video in videos]
+    ordered = [results[i] for i in range(len(entries))]
     if expected is not None:
         for r in ordered:
             if r.status == "failed":

@@ -74,7 +74,8 @@ def load_classes(path: str | Path) -> list[str]:
     """Read ``class.txt``: one class name per line (blank lines ignored, duplicates are an error)."""
     path = Path(path)
     try:
-        lines = path.read_text().splitlines()
+        # utf-8-sig: a byte-order mark (Windows editors) must not become part of the first class name.
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError:
         raise DataError(f"{path}: class file not found") from None
     except (OSError, UnicodeDecodeError) as err:
@@ -169,7 +170,7 @@ def read_json(path: str | Path) -> Any:
     """Parse a JSON file, with a one-line error naming the file on failure."""
     path = Path(path)
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8-sig") as f:  # JSON is UTF-8; tolerate a byte-order mark
             return json.load(f)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
@@ -201,10 +202,12 @@ def split_problems(videos: list[Video], classes: list[str] | None, where: str, *
                    predictions: bool = False) -> list[str]:
     """Every problem of a parsed split, one line each naming the file, entry, video and event.
 
-    Checks: duplicated video ids, fps <= 0 (fps -1 is allowed and means unknown), event frames outside
+    Checks: a split without videos (predictions may be empty), duplicated video ids, fps <= 0 (fps -1 is allowed and means unknown), event frames outside
     ``[0, num_frames)``, unknown class names (when ``classes`` is given).
     """
     problems: list[str] = []
+    if not videos and not predictions:
+        problems.append(f"{where}: empty split (expected a list of videos, got none)")
     known = set(classes) if classes is not None else None
     first_entry: dict[str, int] = {}
     for vi, v in enumerate(videos):
@@ -224,7 +227,8 @@ def split_problems(videos: list[Video], classes: list[str] | None, where: str, *
     return problems
 
 
-def validate_split(videos: list[Video], classes: list[str], where: str, *, predictions: bool = False) -> None:
+def validate_split(videos: list[Video], classes: list[str] | None, where: str, *,
+                   predictions: bool = False) -> None:
     """Raise one clear DataError for the first problem found by ``split_problems`` (and say how many more)."""
     problems = split_problems(videos, classes, where, predictions=predictions)
     if problems:

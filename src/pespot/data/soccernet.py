@@ -124,7 +124,8 @@ def labels_to_videos(obj: Any, game: str, fps: float, classes: list[str] | None 
 
     Each event keeps ``team``, ``visibility`` and the exact ``position_ms`` in ``extra``; ``comment`` is
     ``"<team>; <visibility>"`` as in E2E-Spot's converted files. ``num_frames`` maps half -> frame count (default
-    -1, unknown). Labels outside ``classes`` are an error unless ``skip_unknown``.
+    -1, unknown); when given, an event of a half missing from it, or at or after the half's last frame, is an
+    error. Labels outside ``classes`` are an error unless ``skip_unknown``.
     """
     fps = _check_fps(fps)
     where = where or f"game '{game}'"
@@ -148,9 +149,20 @@ def labels_to_videos(obj: Any, game: str, fps: float, classes: list[str] | None 
             raise DataError(f"{w}: unknown label '{label}' (classes: {', '.join(classes or [])})")
         half, clock_ms = parse_game_time(ann["gameTime"], w)
         ms = _position_ms(ann["position"], w) if "position" in ann else clock_ms
+        frame = ms_to_frame(ms, fps)
+        if num_frames is not None:
+            # The frame counts say which half videos exist and how long they are: an event of a half without
+            # a video, or after its end, could never be shown to the model.
+            n = num_frames.get(half)
+            if n is None:
+                raise DataError(f"{w}: an event of half {half}, but the game has no video of half {half} "
+                                f"(frame counts given for half {', '.join(map(str, sorted(num_frames)))})")
+            if n >= 0 and frame >= n:
+                raise DataError(f"{w}: position {ms} ms is frame {frame} at {fps:g} fps, after the end of "
+                                f"half {half} ({n} frames)")
         team = str(ann.get("team", ""))
         visibility = str(ann.get("visibility", "visible"))
-        events[half].append(Event(frame=ms_to_frame(ms, fps), label=label, comment=f"{team}; {visibility}",
+        events[half].append(Event(frame=frame, label=label, comment=f"{team}; {visibility}",
                                   extra={"team": team, "visibility": visibility, "position_ms": ms}))
     out = []
     for half in (1, 2):
@@ -198,6 +210,9 @@ def load_soccernet(labels_root: str | os.PathLike, fps: float, classes: list[str
     """All halves of the games under ``labels_root`` (or of ``games``) as videos at ``fps``."""
     labels_root = Path(labels_root)
     names = games if games is not None else find_games(labels_root, label_file)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(f"{labels_root}: game '{repeated[0]}' is listed more than once")
     videos: list[Video] = []
     for name in names:
         videos.extend(read_labels(labels_root / name / label_file, fps, classes, game=name,
