@@ -762,3 +762,26 @@ def test_disk_full_creating_the_folder_of_a_nested_video(media, tmp_path, capsys
                            "disk full")
     assert sorted(p.name for p in out.iterdir()) == ["first"] and open_frames(out / "first").num_frames == 20
 
+
+
+@pytest.mark.fault("disk")
+def test_disk_full_writing_the_predictions_of_infer(media, tiny_run, tmp_path, capsys, monkeypatch):
+    # Delayed allocation: a full disk often shows only when the file is flushed (fsync), after every write
+    # "succeeded". The earlier pred.json must survive, and no temporary file may stay behind.
+    from pespot import fsutil
+
+    out = tmp_path / "out" / "pred.json"
+    code, _, stderr = run_cli(capsys, "infer", tiny_run, media["good"], "--out", out, "--quiet")
+    assert code == 0, stderr
+    before = out.read_bytes()
+
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fsutil.os, "fsync", fsync)
+    code, _, stderr = run_cli(capsys, "infer", tiny_run, media["shorter_than_a_clip"], "--out", out, "--quiet")
+    monkeypatch.undo()
+    assert code == 1
+    (line,) = stderr.strip().splitlines()
+    assert line == f"pespot infer: error: cannot write {out}: disk full (No space left on device)"
+    assert out.read_bytes() == before and sorted(p.name for p in out.parent.iterdir()) == ["pred.json"]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -56,6 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._module.run(args) or 0)
     except PespotError as err:
         print(f"pespot {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        # A full disk is the user's to fix, not a bug: one line naming the file (the atomic writers have already
+        # removed their temporary file). Any other OSError keeps its traceback.
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f"cannot write {err.filename}: " if err.filename else ""
+        print(f"pespot {args.command}: error: {where}disk full ({err.strerror or err})", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"pespot {args.command}: interrupted", file=sys.stderr)

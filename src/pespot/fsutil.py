@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -27,9 +28,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if isinstance(err, OSError) and (str(err.filename) == str(tmp_path)
+                                         or (err.filename is None and err.errno in (errno.ENOSPC, errno.EDQUOT))):
+            # The temporary name is gone (and a failed write() names no file): say which file was not written.
+            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
 
 
