@@ -1,7 +1,7 @@
 """`pespot demo`: the main job end to end on the embedded default, with no network and no GPU needed.
 
 Generates the `small` synthetic dataset, trains the paper's model on it (reduced clip length 32 and frame size
-64x64 so that it fits two CPU cores), runs `pespot infer` on the test split, evaluates it and prints mAP at
+64x64 so that it fits two CPU cores; BCE's positive term weighted 5, the paper's BCE has 1), runs `pespot infer` on the test split, evaluates it and prints mAP at
 tolerances 0, 1, 2, 4 and per-class AP next to a trivial baseline (every frame scored by the class frequency).
 Plots, predictions and results.json/results.md go into OUT/run. On a CUDA machine training uses the GPU.
 
