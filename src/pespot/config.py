@@ -445,3 +445,49 @@ def validate(cfg: Config) -> None:
             f"{cfg.model.astrm.kernel_size} frames, got {cfg.model.clip_len}")
     if cfg.data.mixup and cfg.data.mixup_alpha <= 0:
         raise ConfigError(f"config key 'data.mixup_alpha': expected > 0, got {cfg.data.mixup_alpha}")
+    _validate_ranges(cfg)
+
+
+def _validate_ranges(cfg: Config) -> None:
+    """Values that would otherwise fail deep inside torch (or silently mean something else) once training runs."""
+    positive = {
+        "model.astrm.alpha": cfg.model.astrm.alpha,
+        "model.projection_dim": cfg.model.projection_dim,
+        "model.hidden_dim": cfg.model.hidden_dim,  # 0 would silently mean "the default width"
+        "data.height": cfg.data.height,
+        "data.crop": cfg.data.crop,
+        "train.threads": cfg.train.threads,  # 0 would silently mean "torch's default"
+    }
+    for key, value in positive.items():
+        if value is not None and value <= 0:
+            raise ConfigError(f"config key '{key}': expected a positive value{_or_null(key)}, got {value}")
+    non_negative = {
+        "data.num_workers": cfg.data.num_workers,
+        "data.pad_len": cfg.data.pad_len,
+        "data.dilate_len": cfg.data.dilate_len,
+        "optim.lr": cfg.optim.lr,
+        "optim.weight_decay": cfg.optim.weight_decay,
+        "optim.rho": cfg.optim.rho,
+        "optim.asam_eta": cfg.optim.asam_eta,
+        "eval.nms_window": cfg.eval.nms_window,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(f"config key '{key}': expected >= 0, got {value}")
+    fs_kernel = cfg.model.astrm.fs_kernel
+    if fs_kernel <= 0 or fs_kernel % 2 != 1:
+        raise ConfigError(f"config key 'model.astrm.fs_kernel': expected a positive odd number, got {fs_kernel}")
+    if not 0.0 <= cfg.model.dropout < 1.0:
+        raise ConfigError(f"config key 'model.dropout': expected 0 <= dropout < 1, got {cfg.model.dropout}")
+    for i, beta in enumerate(cfg.optim.betas):
+        if not 0.0 <= beta < 1.0:
+            raise ConfigError(f"config key 'optim.betas[{i}]': expected 0 <= beta < 1, got {beta}")
+    head, width = cfg.model.temporal_head, cfg.model.hidden_dim
+    # 8 attention heads; width None = the backbone's (368 or 768), a multiple of 8.
+    if (head.startswith("transformer") or head == "deformable") and width is not None and width % 8 != 0:
+        raise ConfigError(f"config key 'model.hidden_dim': the {head} head has 8 attention heads, so the width "
+                          f"must be a multiple of 8, got {width}")
+
+
+def _or_null(key: str) -> str:
+    return " or null" if key in ("model.hidden_dim", "data.crop", "train.threads") else ""

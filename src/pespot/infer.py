@@ -138,11 +138,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def load_predictor(run_or_ckpt: str | Path, device: str | torch.device = "auto",
-                   classes: list[str] | None = None) -> Predictor:
+                   classes: list[str] | None = None, classes_source: str = "--classes") -> Predictor:
     """Rebuild the model of a run folder or checkpoint for inference (eval mode, on ``device``).
 
-    ``classes`` optionally renames the classes (e.g. a dataset's ``class.txt``); it must have as many names as
-    the checkpoint.
+    ``classes`` optionally renames the classes (e.g. a dataset's ``class.txt``, named ``classes_source`` in
+    messages); it must have as many names as the checkpoint.
     """
     from pespot.model.spotter import build_model
 
@@ -155,7 +155,8 @@ def load_predictor(run_or_ckpt: str | Path, device: str | torch.device = "auto",
     ckpt_classes = [str(c) for c in ckpt["classes"]]
     if classes is not None:
         if len(classes) != len(ckpt_classes):
-            raise DataError(f"{path}: the model has {len(ckpt_classes)} classes, --classes gives {len(classes)}")
+            raise DataError(f"{path}: the model has {len(ckpt_classes)} classes, {classes_source} gives "
+                            f"{len(classes)} (use the class.txt of the dataset the model was trained on)")
         ckpt_classes = list(classes)
     dev = resolve_device(device)
     # The trained weights replace any initialisation: never fetch ImageNet weights to throw them away.
@@ -163,8 +164,11 @@ def load_predictor(run_or_ckpt: str | Path, device: str | torch.device = "auto",
     try:
         model.load_state_dict(ckpt["model"], strict=True)
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise DataError(f"{path}: weights do not fit the model its config describes ({first})") from None
+        # torch's first line is only "Error(s) in loading state_dict ...": show the first key at fault.
+        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0]
+        raise DataError(f"{path}: weights do not fit the model its config describes ({len(ckpt_classes)} "
+                        f"classes): {detail}") from None
     model.eval().to(dev)  # build_model already put the backbone in channels_last when the config says so
     activation = "softmax" if cfg.loss.classification == "ce" else "sigmoid"
     return Predictor(model=model, cfg=cfg, classes=ckpt_classes, device=dev, activation=activation,

@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     if args.fps is not None and args.fps <= 0:
         raise ConfigError(f"--fps: expected a positive frame rate, got {args.fps}")
     classes = load_classes(args.classes) if args.classes else None
-    predictor = infer.load_predictor(args.run, device=args.device, classes=classes)
+    predictor = infer.load_predictor(args.run, device=args.device, classes=classes,
+                                     classes_source=args.classes or "--classes")
     ev = predictor.cfg.eval
     overlap = ev.overlap if args.overlap is None else args.overlap
     threshold = ev.threshold if args.threshold is None else args.threshold
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     for item in args.inputs:  # in the order given, so messages and outputs follow the command line
         try:
-            jobs = _expand_input(item, args)
+            jobs = _expand_input(item, args, predictor.classes)
         except PespotError as err:
             fail(item, err)
             continue
@@ -171,8 +172,9 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _expand_input(item: str, args: argparse.Namespace) -> list[_Job]:
-    """One INPUT -> the videos it holds (a split JSON holds many)."""
+def _expand_input(item: str, args: argparse.Namespace, classes: list[str]) -> list[_Job]:
+    """One INPUT -> the videos it holds (a split JSON holds many); a split's labels must be the model's
+    ``classes``."""
     from pespot import infer
     from pespot.data.frames import find_video_frames, open_frames
     from pespot.data.labels import load_split
@@ -185,6 +187,12 @@ def _expand_input(item: str, args: argparse.Namespace) -> list[_Job]:
         if not args.frames:
             raise ConfigError(f"{path}: a split JSON input needs --frames DIR (its frame store)")
         videos = load_split(path, predictions=True)  # num_frames may be absent; then the store decides
+        unknown = sorted({e.label for v in videos for e in v.events} - set(classes))
+        if unknown:  # a split of another dataset: its predictions would carry the wrong class names
+            raise DataError(f"{path}: labels of class(es) {', '.join(unknown[:5])} that the model does not know "
+                            f"(its {len(classes)} classes: {', '.join(classes[:8])}"
+                            f"{', ...' if len(classes) > 8 else ''}); use the model of this dataset, or "
+                            "--classes to rename the model's classes")
         jobs = []
         for v in videos:
             def open_video(height: int, v=v) -> object:

@@ -4,7 +4,9 @@ The run folder (``out`` in the config; ``RUN_DIR`` when resuming) receives ``con
 ``checkpoints/last.pt`` and ``best.pt``, ``metrics.jsonl`` (one JSON object per epoch) and TensorBoard logs in
 ``tb/``. ``--resume RUN_DIR`` continues from ``RUN_DIR/checkpoints/last.pt`` exactly where it stopped, with the
 run's own ``config.yaml`` unless ``--config`` is given; ``--set`` may change anything but the model (e.g.
-``train.epochs`` to train longer). Ctrl-C stops after the current step with a checkpoint.
+``train.epochs`` to train longer). Ctrl-C or SIGTERM (a pre-empted job) stops after the current step with a
+checkpoint (exit code 130, or 143 for SIGTERM); a checkpoint that cannot be written (full disk) stops training
+with one line naming it, the previous checkpoint unchanged.
 
 Many GPUs: ``torchrun --nproc_per_node N -m pespot train ...`` (DDP; ``train.batch_size`` clips per GPU).
 """
@@ -47,13 +49,14 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--resume {args.resume}: no config.yaml in the run folder")
     cfg = load_config(source, args.overrides)
     summary = train(cfg, resume=args.resume, progress=not args.quiet)
+    code = (143 if summary.get("stop_signal") == "SIGTERM" else 130) if summary["stopped"] else 0
     if os.environ.get("RANK", "0") != "0":
-        return 130 if summary["stopped"] else 0  # under torchrun, rank 0 reports for everyone
+        return code  # under torchrun, rank 0 reports for everyone
     if args.json:
         print(json.dumps(summary))
     elif not args.quiet:
         _print_summary(summary)
-    return 130 if summary["stopped"] else 0
+    return code
 
 
 def _print_summary(summary: dict) -> None:

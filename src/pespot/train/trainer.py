@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import signal
 import sys
@@ -63,7 +64,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class NonFiniteLossError(PespotError):
-    """The training loss became NaN or infinite; training stopped and the last good checkpoint was kept."""
+    """The training loss (or its gradient) became NaN or infinite; training stopped and the last good checkpoint
+    was kept."""
+
+
+class CheckpointWriteError(PespotError):
+    """A checkpoint could not be written (full disk, quota, I/O error); the previous one is unchanged."""
 
 
 def build_model(cfg: Config, num_classes: int) -> nn.Module:
@@ -102,6 +108,12 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
     classes = _load_classes(cfg, ckpt)
     train_videos, val_videos = _load_splits(cfg, classes)
     _check_train_config(cfg)
+    # mAP is undefined without a single event (the mean over no class is NaN): select by loss, never log NaN.
+    val_has_events = any(v.events for v in val_videos)
+    if not val_has_events and cfg.train.criterion == "map":
+        raise DataError(f"{Path(cfg.data.root) / (cfg.data.val_split + '.json')}: no events, so the validation mAP "
+                        "that train.criterion=map selects by is undefined; use train.criterion=loss or a "
+                        "validation split with events")
     if ckpt is None:
         _check_fresh_run_folder(out)
 
@@ -127,6 +139,13 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
         val_clip_count = cfg.train.val_clips if cfg.train.val_clips is not None else cfg.clips_per_epoch // 4
         val_clips = (_clip_dataset(cfg, val_videos, classes, val_clip_count, train=False)
                      if val_clip_count else None)
+        # One clip of each kind is made now, in this process: a config the frames cannot satisfy (a crop larger
+        # than the frames, a height of the wrong kind) fails here, before the run folder is written, with the
+        # message of the data code rather than a DataLoader worker's traceback. Clips are pure functions of
+        # (seed, epoch, index): making one changes no random state.
+        _ = train_clips[0]
+        if val_clips is not None:
+            _ = val_clips[0]
         sampler = ClipSampler(len(train_clips), batch_size, info)
         loader = _loader(cfg, EpochClips(train_clips), sampler, batch_size, device, persistent=True)
         val_loader = (_loader(cfg, EpochClips(val_clips), ShardSampler(len(val_clips), info), batch_size, device)
@@ -162,11 +181,17 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
         if ckpt is not None:
             epoch, step, step_in_epoch, best, sums = _restore(ckpt, model, optimizer, scheduler, loss_fn, info,
                                                               same_schedule=ckpt.get("schedule") == schedule)
-            history = _read_history(out / "metrics.jsonl", upto_epoch=epoch)
+            # The checkpoint carries the epoch records it covers; metrics.jsonl is written after it and may lag
+            # behind when the process was killed in between.
+            history = (list(ckpt["history"]) if ckpt.get("history") is not None
+                       else _read_history(out / "metrics.jsonl", upto_epoch=epoch))
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, out / "config.yaml")
-            save_classes(classes, out / "classes.txt")
+            _remove_stale_temp_files(out, log=lambda m: print(m, file=sys.stderr) if progress else None)
+            with _disk_errors(out / "config.yaml"):
+                save_config(cfg, out / "config.yaml")
+            with _disk_errors(out / "classes.txt"):
+                save_classes(classes, out / "classes.txt")
             _write_history(out / "metrics.jsonl", history)
             from torch.utils.tensorboard import SummaryWriter
 
@@ -182,13 +207,23 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
                 "loss": loss_fn.state_dict(), "best": dict(best),
                 "rng": {"ranks": ddp.gather_objects(_rng_state(device), info)},
                 "epoch_progress": {"ranks": ddp.gather_objects(sums.state(), info)} if in_epoch else None,
-                "pespot_version": __version__,
+                "history": list(history), "pespot_version": __version__,
             }
             ddp.barrier(info)
+            error: CheckpointWriteError | None = None
             if info.is_main:
-                for name in names:
-                    save_checkpoint(state, out / "checkpoints" / name)
-            ddp.barrier(info)
+                # last.pt goes last: it is what --resume reads, so once it is written everything it refers to
+                # (best.pt of the same epoch) is on disk too.
+                try:
+                    for name in sorted(names, key=lambda n: n == "last.pt"):
+                        save_checkpoint(state, out / "checkpoints" / name)
+                except CheckpointWriteError as err:
+                    error = err
+            if ddp.any_rank(error is not None, info):  # also the barrier after the write
+                resume = (f" (continue with --resume {out} once there is room)"
+                          if (out / "checkpoints" / "last.pt").exists() else "")
+                raise CheckpointWriteError(f"{error or 'rank 0 could not write a checkpoint'}; training stopped"
+                                           f"{resume}")
 
         # ---- the loop
         bar = _progress_bar(total_steps, step, progress and info.is_main)
@@ -226,8 +261,8 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
                             writer.add_scalar(f"train/{key}", value, step)
                         writer.add_scalar("train/lr", lr, step)
                     window = _LossSums()
-                stop = ddp.any_rank(interrupt.requested or (stop_after_steps is not None
-                                                           and step >= stop_after_steps), info)
+                stop = ddp.any_rank(bool(interrupt.requested) or (stop_after_steps is not None
+                                                                 and step >= stop_after_steps), info)
                 if step_in_epoch < steps_per_epoch:  # mid-epoch: maybe a checkpoint, maybe stop here
                     sums.seconds = time.time() - epoch_start
                     every = cfg.train.save_every_steps
@@ -251,7 +286,7 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
                 record.update({f"val_{k}": v for k, v in
                                evaluate_loss(model, loss_fn, val_loader, autocast, device, info,
                                              use_projection).items()})
-            if epoch >= cfg.start_val_epoch:
+            if epoch >= cfg.start_val_epoch and val_has_events:
                 maps = evaluate_map(model, cfg, classes, val_videos, loss_fn, info, progress and info.is_main)
                 record["val_map"] = {str(t): v for t, v in maps.items()}
                 record["val_map_selection"] = float(np.mean([maps[t] for t in SELECTION_TOLERANCES]))
@@ -269,18 +304,24 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
             checkpoint(epoch, 0, ("last.pt", "best.pt") if improved else ("last.pt",))
             if info.is_main:
                 _write_history(out / "metrics.jsonl", history)
-                _log_epoch_tensorboard(writer, record)
+                with _disk_errors(out / "tb"):
+                    _log_epoch_tensorboard(writer, record)
             log(_epoch_line(record, epochs))
         bar.close()
         return {
             "out": str(out), "epochs_completed": epoch, "steps": step, "stopped": stopped,
+            "stop_signal": interrupt.requested if stopped else None,
             "criterion": cfg.train.criterion, "best_epoch": best["epoch"], "best_score": best["score"],
             "last": history[-1] if history else None,
         }
     finally:
         interrupt.restore()
         if writer is not None:
-            writer.close()
+            try:
+                writer.close()
+            except OSError as err:  # the logs are auxiliary: never hide the error (or result) of training
+                print(f"warning: {out / 'tb'}: TensorBoard logs incomplete ({_describe_os_error(err)})",
+                      file=sys.stderr)
         ddp.cleanup(info)
 
 
@@ -291,8 +332,9 @@ def train_step(net: nn.Module, model: nn.Module, loss_fn: nn.Module, optimizer: 
     """One optimiser step on one batch (method-spec 5.4); returns the first pass's loss parts as floats.
 
     ``net`` is what is called (DDP and/or compiled); ``model`` is the plain module whose BatchNorm layers are
-    frozen for the second SAM pass. ``sam`` is None for a plain AdamW step. A non-finite loss raises
-    ``NonFiniteLossError`` before anything is changed.
+    frozen for the second SAM pass. ``sam`` is None for a plain AdamW step. A non-finite loss or gradient raises
+    ``NonFiniteLossError`` before the weights are changed (an AdamW step with a NaN gradient would make every
+    weight NaN, and the next checkpoint would save them).
     """
     from pespot.train.sam import disable_running_stats, enable_running_stats
 
@@ -309,14 +351,20 @@ def train_step(net: nn.Module, model: nn.Module, loss_fn: nn.Module, optimizer: 
     _check_finite(loss1, info, where)
     loss1.backward()
     if sam is None:
+        _check_finite(_grad_norm(model), info, where, what="gradient")
         optimizer.step()
     else:
-        sam.first_step()  # w <- w + eps(grad), grads cleared
+        norm = sam.first_step()  # w <- w + eps(grad), grads cleared; nothing perturbed if the norm is not finite
+        _check_finite(norm, info, where, what="gradient")
         disable_running_stats(model)  # BN running stats frozen: not updated twice per step, nor at w + eps
         try:
             loss2, _, _ = forward_loss()
             _check_finite(loss2, info, where + " (second SAM pass)")
             loss2.backward()
+            _check_finite(_grad_norm(model), info, where + " (second SAM pass)", what="gradient")
+        except NonFiniteLossError:
+            sam.second_step()  # restores w; skips the AdamW step on non-finite gradients
+            raise
         finally:
             enable_running_stats(model)
         sam.second_step()  # w restored, AdamW step with the gradient at w + eps
@@ -327,13 +375,22 @@ def train_step(net: nn.Module, model: nn.Module, loss_fn: nn.Module, optimizer: 
     return {k: float(v) for k, v in parts.items() if k != "contrastive_pairs"}
 
 
-def _check_finite(loss: torch.Tensor, info: DistInfo, where: str) -> None:
-    """Raise NonFiniteLossError (on every rank at once) if the loss is NaN or infinite."""
-    bad = not bool(torch.isfinite(loss.detach()).item())
+def _check_finite(value: torch.Tensor, info: DistInfo, where: str, what: str = "loss") -> None:
+    """Raise NonFiniteLossError (on every rank at once) if the loss (or gradient norm) is NaN or infinite."""
+    bad = not bool(torch.isfinite(value.detach()).item())
     if ddp.any_rank(bad, info):
-        value = float(loss.detach()) if bad else float("nan")
-        raise NonFiniteLossError(f"non-finite training loss ({value}) at {where}" +
+        shown = float(value.detach()) if bad else float("nan")
+        name = "training loss" if what == "loss" else "gradient (norm) of the training loss"
+        raise NonFiniteLossError(f"non-finite {name} ({shown}) at {where}" +
                                  ("" if bad else " on another rank") + "; training stopped")
+
+
+def _grad_norm(model: nn.Module) -> torch.Tensor:
+    """L2 norm of all gradients, in fp32 (NaN or inf when any gradient is)."""
+    norms = [torch.linalg.vector_norm(p.grad.detach().float()) for p in model.parameters() if p.grad is not None]
+    if not norms:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(norms))
 
 
 @torch.no_grad()
@@ -550,6 +607,9 @@ def _load_splits(cfg: Config, classes: list[str]) -> tuple[list[Video], list[Vid
 
 
 def _check_train_config(cfg: Config) -> None:
+    if cfg.train.batch_size * cfg.model.clip_len < 2:
+        raise ConfigError(f"config keys 'train.batch_size' x 'model.clip_len': {cfg.train.batch_size} x "
+                          f"{cfg.model.clip_len} frames per step; BatchNorm needs at least 2 to train")
     if cfg.clips_per_epoch <= 0:
         raise ConfigError(f"config key 'train.clips_per_epoch': expected a positive value, "
                           f"got {cfg.clips_per_epoch}")
@@ -580,9 +640,65 @@ def _check_fresh_run_folder(out: Path) -> None:
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    """``torch.save`` to a temporary file, fsync, rename: ``path`` is always a complete checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """``torch.save`` to a temporary file, fsync, rename: ``path`` is always a complete checkpoint.
+
+    A failed write (full disk, quota, I/O error) removes the temporary file, leaves ``path`` as it was and raises
+    ``CheckpointWriteError`` naming the file and the cause.
+    """
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            # Through a Python file object: a failed write raises OSError (errno, e.g. "No space left on device")
+            # inside torch's writer, which torch reports as an opaque RuntimeError with the OSError as context.
+            torch.save(state, f)
+    except (OSError, RuntimeError) as err:
+        cause = _os_error(err)
+        if cause is None:
+            raise  # not an I/O failure: a bug, keep the traceback
+        kept = f"the previous {path.name} is unchanged" if path.exists() else "nothing was written"
+        raise CheckpointWriteError(f"{path}: cannot write the checkpoint ({_describe_os_error(cause)}); "
+                                   f"{kept}") from None
+
+
+def _os_error(err: BaseException) -> OSError | None:
+    """``err`` itself or the first OSError among its causes/contexts (torch wraps write failures)."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, OSError):
+            return err
+        err = err.__cause__ or err.__context__
+        seen += 1
+    return None
+
+
+def _describe_os_error(err: OSError) -> str:
+    return err.strerror or (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+@contextlib.contextmanager
+def _disk_errors(path: Path) -> Iterator[None]:
+    """Turn a failed write of a run-folder file into one line naming the file (atomic writes leave it as it was)."""
+    try:
+        yield
+    except OSError as err:
+        raise PespotError(f"{path}: cannot write ({_describe_os_error(err)}); training stopped") from None
+
+
+# Temporary names of the atomic writes (fsutil.atomic_path): ".<name>.<random>.tmp" next to the file.
+_RUN_FILES = {"": ("config.yaml", "classes.txt", "metrics.jsonl"), "checkpoints": ("last.pt", "best.pt")}
+
+
+def _remove_stale_temp_files(out: Path, log: Callable[[str], Any]) -> None:
+    """Delete temporary files that a killed run left behind (a checkpoint's can be as large as the model)."""
+    for sub, names in _RUN_FILES.items():
+        folder = out / sub
+        if not folder.is_dir():
+            continue
+        for name in names:
+            for tmp in folder.glob(f".{name}.*.tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+                    log(f"removed {tmp} (left by an interrupted write)")
 
 
 # The parts of a config that a checkpoint's weights and memory bank depend on.
@@ -749,7 +865,8 @@ def _read_history(path: Path, upto_epoch: int) -> list[dict]:
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
-    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in history))
+    with _disk_errors(path):
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in history))
 
 
 def _log_epoch_tensorboard(writer: Any, record: dict) -> None:
@@ -798,21 +915,32 @@ def _autocast_factory(cfg: Config, device: torch.device) -> Callable[[], context
 
 
 class _Interrupt:
-    """First Ctrl-C: finish the current step, write a checkpoint, stop. Second Ctrl-C: stop at once."""
+    """First Ctrl-C (SIGINT) or SIGTERM (what schedulers send a pre-empted job before killing it): finish the
+    current step, write a checkpoint, stop. A second one: stop at once (``KeyboardInterrupt``)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self.requested = False
-        self.previous = None
+        self.requested: str | None = None  # name of the signal that asked to stop
+        self.previous: dict[int, Any] = {}
+        self.pid = os.getpid()
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in self.SIGNALS:
+                self.previous[signum] = signal.signal(signum, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self.pid:  # a forked DataLoader worker inherited the handler: act as if it had none
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
-        print("\ninterrupt: stopping after this step with a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+        self.requested = signal.Signals(signum).name
+        what = "interrupt" if signum == signal.SIGINT else f"{self.requested} received"
+        print(f"\n{what}: stopping after this step with a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
 
     def restore(self) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-            self.previous = None
+        for signum, previous in self.previous.items():
+            if previous is not None:
+                signal.signal(signum, previous)
+        self.previous = {}
