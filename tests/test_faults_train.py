@@ -444,6 +444,25 @@ def test_infer_with_a_checkpoint_whose_classes_do_not_fit_its_weights(synth, fin
     assert not out.exists()
 
 
+@pytest.mark.fault("video-input")
+def test_a_data_error_in_a_loader_worker_is_one_line(synth, tmp_path, capsys, monkeypatch):
+    """A frame that fails to decode in a DataLoader worker: torch re-raises the error with the worker's whole
+    traceback as its message; the trainer gives back the one line the data code wrote."""
+    from pespot.errors import DataError
+
+    real = trainer.EpochClips.__getitem__
+
+    def getitem(self, key):
+        if tuple(key) == (0, 2):  # the second batch of epoch 1, made in the (forked) worker process
+            raise DataError("video 'train_0003': frame 57 cannot be decoded (corrupt JPEG)")
+        return real(self, key)
+
+    monkeypatch.setattr(trainer.EpochClips, "__getitem__", getitem)
+    assert main(train_argv(synth, tmp_path / "run", "data.num_workers=1")) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert line == "pespot train: error: video 'train_0003': frame 57 cannot be decoded (corrupt JPEG)"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # kills
 

@@ -10,7 +10,9 @@ first-pass features (both passes saw the bank as it was at the start of the step
 
 Run folder (docs/internals.md): ``config.yaml``, ``classes.txt``, ``checkpoints/last.pt`` and ``best.pt``,
 ``metrics.jsonl`` (one object per epoch) and TensorBoard logs in ``tb/``. Checkpoints are written atomically and
-only after a good step, so a crash, a kill or a non-finite loss never leaves a broken or poisoned ``last.pt``.
+only after a good step (finite loss and gradients), so a crash, a kill, a full disk or a non-finite loss never
+leaves a broken or poisoned ``last.pt``. Ctrl-C or SIGTERM (pre-emption) stops after the current step with a
+checkpoint.
 
 Exact resume: a training clip is a deterministic function of (seed, epoch, index) (``ClipDataset``), the sampler
 yields (epoch, index) pairs so persistent DataLoader workers need no state, the DataLoader draws its worker seeds
@@ -237,7 +239,7 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
             sampler.set_epoch(epoch, skip_batches=step_in_epoch)
             bar.set_description(f"epoch {epoch + 1}/{epochs}")
             epoch_start = time.time() - sums.seconds
-            for batch in loader:
+            for batch in _batches(loader):
                 frames, targets = _to_device(batch, device)  # (B, T, 3, H, W), (B, T, K+1)
                 where = f"epoch {epoch + 1}, step {step + 1}"
                 try:
@@ -402,7 +404,7 @@ def evaluate_loss(model: nn.Module, loss_fn: nn.Module, loader: DataLoader, auto
     keys = ["cls", "total"] + (["contrastive"] if use_projection else [])
     sums = dict.fromkeys(keys, 0.0)
     count = 0
-    for batch in loader:
+    for batch in _batches(loader):
         frames, targets = _to_device(batch, device)
         with autocast():
             if use_projection:
@@ -557,6 +559,30 @@ def _loader(cfg: Config, dataset: Dataset, sampler: Sampler, batch_size: int, de
         # Worker seeds come from this generator, never from the global RNG that dropout (and resume) rely on.
         generator=torch.Generator().manual_seed(cfg.train.seed),
     )
+
+
+def _batches(loader: DataLoader) -> Iterator[dict]:
+    """The batches of ``loader``; a PespotError raised in a DataLoader worker keeps its one-line message (torch
+    re-raises it with the worker's whole traceback as the message)."""
+    batches = iter(loader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except PespotError as err:
+            raise type(err)(_worker_error_message(str(err))) from None
+        yield batch
+
+
+def _worker_error_message(message: str) -> str:
+    """"Caught DataError in DataLoader worker process 0.\nOriginal Traceback ...\npespot.errors.DataError: msg"
+    -> "msg"; any other message as it is."""
+    lines = [line for line in message.splitlines() if line.strip()]
+    if not message.startswith("Caught ") or len(lines) < 2:
+        return message
+    name, sep, text = lines[-1].partition(": ")
+    return text if sep and " " not in name else message
 
 
 def _to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
