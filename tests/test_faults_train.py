@@ -325,6 +325,7 @@ BAD_SETS = {
     "even-fs-kernel": (["model.astrm.fs_kernel=4"], ["model.astrm.fs_kernel", "odd"]),
     "zero-threads": (["train.threads=0"], ["train.threads", "positive"]),
     "zero-height": (["data.height=0"], ["data.height", "positive"]),
+    "negative-focal-gamma": (["loss.classification=focal", "loss.focal_gamma=-1"], ["loss.focal_gamma", ">= 0"]),
 }
 
 # Clip lengths and widths that a module of the model cannot take (src/pespot/model/): ASTRM's adaptive temporal
@@ -402,6 +403,19 @@ def test_resume_of_another_model_is_refused(synth, finished_run, tmp_path, capsy
             assert needle in line, (name, needle, line)
     assert steps == []
     assert snapshot(finished_run) == before and snapshot(tmp_path / "swapped") == swapped_before
+
+
+@pytest.mark.fault("config")
+def test_resume_with_new_optimiser_settings_uses_them(synth, finished_run, tmp_path):
+    """--set optim.* on --resume was silently overridden by the betas and weight decay saved with AdamW's state."""
+    run = link_copy(finished_run, tmp_path / "run")
+    assert main(["train", "--resume", str(run), "--quiet", "--set", "train.epochs=2",
+                 "--set", "optim.weight_decay=0.25", "--set", "optim.betas=[0.8,0.99]"]) == 0
+    last = load_ckpt(run / "checkpoints" / "last.pt")
+    assert last["epoch"] == 2
+    for group in last["optimizer"]["param_groups"]:
+        assert group["weight_decay"] == 0.25 and tuple(group["betas"]) == (0.8, 0.99)
+    assert load_ckpt(finished_run / "checkpoints" / "last.pt")["epoch"] == 1  # the shared original untouched
 
 
 @pytest.mark.fault("config")
@@ -672,6 +686,53 @@ def test_softic_with_a_class_that_never_appears(synth, tmp_path):
     assert counts[1] > 0 and counts[2] == 0
     assert all_finite(last["model"]) and all_finite(last["loss"])
     assert torch.isfinite(torch.tensor(read_metrics(run)[0]["train_contrastive"]))
+
+
+@pytest.mark.fault("numerics")
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_focal_loss_on_confident_frames_has_a_finite_gradient(gamma):
+    from pespot.train.losses import focal_loss
+
+    # Saturated sigmoids (p_t == 1 exactly in fp32): (1 - p_t)^gamma had an infinite slope for gamma < 1.
+    logits = torch.tensor([[30.0, -30.0, -60.0], [5.0, -40.0, 20.0]], requires_grad=True)
+    targets = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 1.0]])
+    loss = focal_loss(logits, targets, gamma=gamma)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+    assert logits.grad[1, 0] < 0  # the one frame that is not confident still learns
+
+
+@pytest.mark.fault("numerics", cases=2)
+@pytest.mark.parametrize("contrastive", ["softic", "ic"])
+@pytest.mark.parametrize("bg_negatives", [False, True])
+def test_contrastive_bank_with_one_class_and_a_class_never_seen(contrastive, bg_negatives):
+    """The memory bank and its loss with K = 1 and with K = 2 where class 2 never occurs, identical projections
+    included (all similarities equal): finite losses and gradients, no entry for the absent class."""
+    from pespot.config import LossConfig
+    from pespot.train.losses import build_loss
+
+    gen = torch.Generator().manual_seed(3)
+    for num_classes in (1, 2):
+        cfg = LossConfig(contrastive=contrastive, bg_negatives=bg_negatives, w_bank=0.01, bank_size=8)
+        loss_fn = build_loss(cfg, num_classes, projection_dim=4)
+        for step in range(4):
+            targets = torch.zeros(16, num_classes + 1)
+            event = torch.rand(16, generator=gen) < 0.4
+            targets[event, 1] = 1.0
+            targets[~event, 0] = 1.0
+            proj = torch.nn.functional.normalize(torch.randn(16, 4, generator=gen), dim=1)
+            if step == 3:
+                proj = proj[:1].expand(16, 4).clone()  # every frame the same feature
+            proj.requires_grad_(True)
+            logits = torch.randn(16, num_classes + 1, generator=gen, requires_grad=True)
+            total, parts = loss_fn(logits, targets, proj)
+            total.backward()
+            assert torch.isfinite(total) and torch.isfinite(parts["contrastive"]), (num_classes, step)
+            assert torch.isfinite(proj.grad).all() and torch.isfinite(logits.grad).all()
+            loss_fn.update_bank(proj.detach(), targets)
+        counts = loss_fn.bank.count
+        assert counts[1] > 0 and (num_classes == 1 or counts[2] == 0)
+        assert (counts[0] > 0) == bg_negatives  # background entries only as negatives, only when asked
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -95,7 +95,9 @@ def focal_loss(logits: Tensor, targets: Tensor, gamma: float = 2.0, alpha: float
     p = torch.sigmoid(x)
     bce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
     p_t = p * t + (1.0 - p) * (1.0 - t)
-    loss = bce * (1.0 - p_t) ** gamma
+    # (1 - p_t)^gamma has an infinite derivative at p_t = 1 for gamma < 1, which a confident fp32 sigmoid reaches
+    # exactly: 0 * inf = NaN gradient from a finite loss. The floor changes no loss value above 1e-30.
+    loss = bce * (1.0 - p_t).clamp_min(1e-30) ** gamma
     if alpha >= 0:
         loss = (alpha * t + (1.0 - alpha) * (1.0 - t)) * loss
     return loss.mean()
@@ -450,6 +452,8 @@ def _check_config(cfg: LossConfig, num_classes: int) -> None:
         value = getattr(cfg, key)
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"config key 'loss.{key}': expected a weight in [0, 1], got {value}")
+    if cfg.focal_gamma < 0:
+        raise ConfigError(f"config key 'loss.focal_gamma': expected >= 0, got {cfg.focal_gamma}")
     if cfg.omega_min <= 0:
         raise ConfigError(f"config key 'loss.omega_min': expected > 0, got {cfg.omega_min}")
 

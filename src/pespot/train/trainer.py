@@ -788,7 +788,11 @@ def _restore(ckpt: dict, model: nn.Module, optimizer: torch.optim.Optimizer, sch
     checkpoint's step on instead of the saved one.
     """
     model.load_state_dict(ckpt["model"])
+    # load_state_dict also restores the saved betas and weight decay: keep the config's (a --set on resume).
+    configured = [{k: group[k] for k in ("betas", "weight_decay")} for group in optimizer.param_groups]
     optimizer.load_state_dict(ckpt["optimizer"])
+    for group, values in zip(optimizer.param_groups, configured):
+        group.update(values)
     if same_schedule:
         scheduler.load_state_dict(ckpt["scheduler"])
     else:
