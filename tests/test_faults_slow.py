@@ -183,7 +183,7 @@ def outputs_hold_the_source_frames(store: Path, fmt: str, lengths: dict[str, int
         assert [pattern_index(f) for f in frames.numpy()] == list(range(n)), video
 
 
-@pytest.mark.fault("kill", cases=4)
+@pytest.mark.fault("kill", cases=2)
 @pytest.mark.parametrize("fmt,workers", [("jpg", 1), ("mp4", 2)])
 def test_extract_killed_and_rerun_finishes_with_verified_outputs(fmt, workers, tmp_path):
     rng = random.Random(f"{fmt}-{workers}")
