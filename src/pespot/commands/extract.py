@@ -1,6 +1,6 @@
 """Raw videos -> frame store (JPEG folders or compact mp4s), resumable, with frame counts checked against labels.
 
-    pespot extract VIDEO... --out DIR [--height 224] [--fps F] [--format jpg|mp4] [--labels SPLIT.json]
+    pespot extract VIDEO... --out DIR [--height 224] [--fps F] [--format jpg|mp4] [--labels SPLIT.json [--cut]]
                    [--workers N] [--json]
 
 VIDEO is a video file or a directory searched recursively for videos. Each video becomes ``DIR/<id>/%06d.jpg``
@@ -14,6 +14,12 @@ and redoes unfinished ones. A video that cannot be read (empty, not a video, no 
 reported on one line and the others continue (so is a missing path, a folder without videos, or a second
 file with the same video id); with ``--labels`` a frame count different from the split's
 ``num_frames`` is a failure too. The exit status is 1 if any video failed.
+
+With ``--cut``, the outputs are the split's clips rather than whole videos: Tennis and Figure Skating label clips
+``<source>_<start>_<end>`` cut from a match or competition video, and each clip is frames ``start..end-1`` of the
+input video named ``<source>`` (or, for Figure Skating's ``<video>_<segment>``, the longest prefix that names an
+input), decoded after one seek. A clip whose id is not of this form, whose source is not among the inputs, or
+whose range disagrees with its ``num_frames`` fails on its own line; the others are cut.
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="jpg: a folder of %%06d.jpg per video (E2E-Spot); mp4: one compact mp4 per video")
     parser.add_argument("--labels", metavar="SPLIT_JSON", help="check each video's frame count against the "
                         "num_frames of the same video id in this split")
+    parser.add_argument("--cut", action="store_true",
+                        help="with --labels: write the split's clips, each cut from the input video its id names "
+                             "(<source>_<start>_<end>, source frames start..end-1: Tennis rallies, Figure "
+                             "Skating segments)")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
                         help="videos extracted in parallel (default: half the CPU cores)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -44,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from pespot.data.extract import extract_videos
 
     results = extract_videos(args.videos, args.out, height=args.height or None, fps=args.fps, fmt=args.format,
-                             workers=args.workers, labels=args.labels)
+                             workers=args.workers, labels=args.labels, cut=args.cut)
     counts = {s: sum(r.status == s for r in results) for s in ("extracted", "skipped", "failed")}
     for r in results:
         if r.status == "failed":

@@ -191,6 +191,54 @@ def _target_size(src_w: int, src_h: int, height: int | None, fmt: str) -> tuple[
     return width, out_h
 
 
+class _FrameWriter:
+    """Writes RGB frames ``0, 1, 2...`` under the temporary name ``partial``: a JPEG folder or a compact mp4."""
+
+    def __init__(self, partial: Path, fmt: str, width: int, height: int, fps: float | None, threads: int):
+        import av
+
+        self.partial, self.fmt = partial, fmt
+        self.output = self.stream = None
+        if fmt == "jpg":
+            partial.mkdir(parents=True)
+        else:
+            self.output = av.open(str(partial), mode="w", format="mp4")
+            self.stream = self.output.add_stream("libx264", rate=Fraction(fps or 25).limit_denominator(1001))
+            self.stream.width, self.stream.height = width, height
+            self.stream.pix_fmt = "yuv420p"
+            self.stream.options = {"crf": str(MP4_CRF), "g": str(MP4_GOP), "preset": "veryfast",
+                                   "threads": str(max(1, threads))}
+
+    def write(self, i: int, rgb) -> None:
+        """Frame ``i`` (uint8 (H, W, 3)); frames come in order."""
+        if self.output is None:
+            from PIL import Image
+
+            Image.fromarray(rgb).save(self.partial / f"{i:06d}.jpg", quality=JPEG_QUALITY)
+            return
+        import av
+
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame.pts = i
+        for packet in self.stream.encode(frame):
+            self.output.mux(packet)
+
+    def finish(self) -> None:
+        """Flush the encoder and close the file (the caller then renames it)."""
+        if self.output is not None:
+            for packet in self.stream.encode():
+                self.output.mux(packet)
+            self.output.close()
+            self.output = None
+
+    def abort(self) -> None:
+        """Close without finishing (the caller removes the partial output)."""
+        if self.output is not None:
+            with contextlib.suppress(Exception):
+                self.output.close()
+            self.output = None
+
+
 def extract_video(source: str | Path, out_dir: str | Path, video: str | None = None, *, height: int | None = 224,
                   fps: float | None = None, fmt: str = "jpg", threads: int = 1,
                   on_progress: Callable[[int], None] | None = None) -> ExtractResult:
@@ -198,7 +246,6 @@ def extract_video(source: str | Path, out_dir: str | Path, video: str | None = N
     input: failures come back as ``status='failed'`` with a one-line reason. ``on_progress(n)`` is called as
     every further ``n`` source frames are decoded."""
     import av
-    from PIL import Image
 
     source = Path(source)
     video = video or source.stem
@@ -232,38 +279,17 @@ def extract_video(source: str | Path, out_dir: str | Path, video: str | None = N
         src_rate = stream.average_rate or stream.guessed_rate
         out_fps = float(fps) if fps else (float(src_rate) if src_rate else None)
 
-        if fmt == "jpg":
-            partial.mkdir(parents=True)
-
-            def on_frame(i: int, rgb) -> None:
-                Image.fromarray(rgb).save(partial / f"{i:06d}.jpg", quality=JPEG_QUALITY)
-        else:
-            rate = Fraction(out_fps or 25).limit_denominator(1001)
-            output = av.open(str(partial), mode="w", format="mp4")
-            out_stream = output.add_stream("libx264", rate=rate)
-            out_stream.width, out_stream.height = width, out_h
-            out_stream.pix_fmt = "yuv420p"
-            out_stream.options = {"crf": str(MP4_CRF), "g": str(MP4_GOP), "preset": "veryfast",
-                                  "threads": str(max(1, threads))}
-
-            def on_frame(i: int, rgb) -> None:
-                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                frame.pts = i
-                for packet in out_stream.encode(frame):
-                    output.mux(packet)
-
-        packets, decoded, kept = _decode_kept_frames(container, stream, fps, width, out_h, on_frame, on_progress)
+        output = _FrameWriter(partial, fmt, width, out_h, out_fps, threads)
+        packets, decoded, kept = _decode_kept_frames(container, stream, fps, width, out_h, output.write,
+                                                     on_progress)
         if decoded == 0:
             raise DataError("no frames could be decoded (empty or truncated video stream)")
         if stream.frames and packets < stream.frames:
             # The container's index (mp4 moov) lists more frames than the file holds: its data was cut.
             raise DataError(f"truncated: the header lists {stream.frames} frames but only {packets} are in the "
                             f"file")
-        if output is not None:
-            for packet in out_stream.encode():
-                output.mux(packet)
-            output.close()
-            output = None
+        output.finish()
+        output = None
         os.replace(partial, final)  # the rename that marks the output finished
         result.status, result.frames, result.fps = "extracted", kept, out_fps
     except DataError as err:
@@ -280,12 +306,128 @@ def extract_video(source: str | Path, out_dir: str | Path, video: str | None = N
         if container is not None:
             container.close()
         if output is not None:
-            with contextlib.suppress(Exception):
-                output.close()
+            output.abort()
         if result.status != "extracted":
             _remove(partial)
         result.seconds = time.perf_counter() - start_time
     return result
+
+
+def parse_clip_id(video: str) -> tuple[str, int, int] | None:
+    """``<source>_<start>_<end>`` -> (source prefix, start, end), the way Tennis and Figure Skating name a clip cut
+    from a longer video (frames ``start <= i < end`` of the source); None when the id does not end in two
+    numbers."""
+    parts = video.rsplit("_", 2)
+    if len(parts) != 3 or not parts[0] or not parts[1].isdigit() or not parts[2].isdigit():
+        return None
+    return parts[0], int(parts[1]), int(parts[2])
+
+
+def match_source(prefix: str, sources: dict[str, Path]) -> Path | None:
+    """The source video whose id is ``prefix`` or, dropping ``_``-fields from the end, its longest prefix (Figure
+    Skating's ``<video>_<segment>`` names a segment of ``<video>``)."""
+    fields = prefix.split("_")
+    for n in range(len(fields), 0, -1):
+        found = sources.get("_".join(fields[:n]))
+        if found is not None:
+            return found
+    return None
+
+
+def cut_clip(source: str | Path, out_dir: str | Path, video: str, start: int, stop: int, *, height: int | None = 224,
+             fmt: str = "jpg", threads: int = 1, on_progress: Callable[[int], None] | None = None) -> ExtractResult:
+    """Extract frames ``start <= i < stop`` of ``source`` as the clip ``video`` (or skip it when its output is
+    there). Seeks to the keyframe before ``start`` (exact frame indices, see VideoFileSource); never raises on bad
+    input: failures come back as ``status='failed'`` with a one-line reason."""
+    import av
+
+    from pespot.data.frames import VideoFileSource
+
+    source = Path(source)
+    final = output_path(out_dir, video, fmt)
+    result = ExtractResult(source=f"{source} [{start}:{stop}] (clip {video})", video=video, output=str(final),
+                           status="failed")
+    start_time = time.perf_counter()
+    if final.exists():
+        result.status = "skipped"
+        try:
+            result.frames, result.fps = count_output_frames(final)
+        except DataError as err:
+            result.status, result.error = "failed", f"existing output is unreadable: {err}"
+        return result
+    partial = partial_path(final)
+    frames = output = None
+    try:
+        _remove(partial)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        frames = VideoFileSource(source, threads=threads)
+        if not 0 <= start < stop <= frames.num_frames:
+            raise DataError(f"frames [{start}, {stop}) are not inside the video's [0, {frames.num_frames})")
+        frames.width, frames.height = _target_size(frames.source_width, frames.source_height, height, fmt)
+        output = _FrameWriter(partial, fmt, frames.width, frames.height, frames.fps, threads)
+        i = 0
+        for chunk in frames.iter_chunks(start, stop, chunk=32):
+            for rgb in chunk.numpy():
+                output.write(i, rgb)
+                i += 1
+            if on_progress is not None:
+                on_progress(len(chunk))
+        output.finish()
+        output = None
+        os.replace(partial, final)
+        result.status, result.frames, result.fps = "extracted", i, frames.fps
+    except DataError as err:
+        message = str(err)
+        result.error = message[len(str(source)) + 2:] if message.startswith(f"{source}: ") else message
+    except (av.FFmpegError, OSError) as err:
+        if not isinstance(err, av.FFmpegError) or getattr(err, "errno", None) in _DISK_FULL:
+            result.error = _write_error(err, final)
+        else:
+            result.error = f"{type(err).__name__}: {av_error_reason(err)}"
+    finally:
+        if frames is not None:
+            frames.close()
+        if output is not None:
+            output.abort()
+        if result.status != "extracted":
+            _remove(partial)
+        result.seconds = time.perf_counter() - start_time
+    return result
+
+
+def plan_cuts(entries: list[tuple[Path, str, str | None]], label_videos: list, labels: str | Path
+              ) -> tuple[list[tuple[Path, str, int, int]], list[ExtractResult]]:
+    """(source, clip id, start, stop) for every labelled clip, and a failure for each clip that cannot be cut (an
+    id that is not ``<source>_<start>_<end>``, no such source among the inputs, a range that disagrees with
+    ``num_frames``) and for each input that cannot be read as a source."""
+    sources = {video: path for path, video, problem in entries if problem is None}
+    failed = [ExtractResult(source=str(path), video=video, output="", status="failed", error=problem)
+              for path, video, problem in entries if problem is not None]
+    jobs = []
+    for v in label_videos:
+        parsed = parse_clip_id(v.video)
+        problem = None
+        if parsed is None:
+            problem = "the video id is not <source>_<start>_<end>: nothing says where to cut it from"
+        else:
+            prefix, start, stop = parsed
+            path = match_source(prefix, sources)
+            if path is None:
+                problem = f"no source video '{prefix}' (or a prefix of it) among the inputs"
+            elif v.num_frames >= 0 and stop - start != v.num_frames:
+                problem = (f"the id says frames {start}-{stop} ({stop - start} frames) but num_frames="
+                           f"{v.num_frames}: not a frame range (FineGym's ids are in seconds)")
+            else:
+                jobs.append((path, v.video, start, stop))
+                continue
+        failed.append(ExtractResult(source=f"{labels} (clip {v.video})", video=v.video, output="", status="failed",
+                                    error=problem))
+    return jobs, failed
+
+
+def _cut_one(args: tuple) -> ExtractResult:
+    source, out_dir, video, start, stop, kwargs = args
+    return cut_clip(source, out_dir, video, start, stop, **kwargs)
 
 
 def _write_error(err: OSError, final: Path) -> str:
@@ -307,11 +449,13 @@ def _extract_one(args: tuple) -> ExtractResult:
 
 def extract_videos(inputs: Iterable[str | Path], out_dir: str | Path, *, height: int | None = 224,
                    fps: float | None = None, fmt: str = "jpg", workers: int = 1, labels: str | Path | None = None,
-                   progress: bool = True) -> list[ExtractResult]:
+                   cut: bool = False, progress: bool = True) -> list[ExtractResult]:
     """Extract every input video (files or directories of videos) into ``out_dir``, ``workers`` at a time.
 
     With ``labels`` (an E2E-Spot split JSON), each output's frame count must equal ``num_frames`` of the video
-    with the same id; a mismatch makes that video fail (its output is kept for inspection).
+    with the same id; a mismatch makes that video fail (its output is kept for inspection). With ``cut`` (needs
+    ``labels``), the outputs are the split's clips instead, each cut from the input video its id names
+    (``<source>_<start>_<end>``: frames ``start <= i < end``; Tennis rallies, Figure Skating segments).
     """
     from tqdm import tqdm
 
@@ -325,6 +469,10 @@ def extract_videos(inputs: Iterable[str | Path], out_dir: str | Path, *, height:
         raise PespotError(f"--fps must be > 0, got {fps}")
     if fmt == "mp4" and height and height % 2:
         raise PespotError(f"--height {height} must be even for --format mp4 (yuv420p)")
+    if cut and not labels:
+        raise PespotError("--cut needs --labels SPLIT.json: the split's video ids say which frames to cut")
+    if cut and fps is not None:
+        raise PespotError("--cut keeps the source frame rate (the ids count source frames): drop --fps")
     expected = None
     if labels:
         label_videos = load_split(labels)
@@ -337,23 +485,36 @@ def extract_videos(inputs: Iterable[str | Path], out_dir: str | Path, *, height:
     except OSError as err:
         raise PespotError(f"{out_dir}: cannot create the output folder ({err.strerror or err})") from None
     results: dict[int, ExtractResult] = {}
-    for i, (src, video, problem) in enumerate(entries):
-        if problem is not None:  # reported like a video that failed; the others still run
-            results[i] = ExtractResult(source=str(src), video=video, output="", status="failed", error=problem)
-    todo = [i for i in range(len(entries)) if i not in results]
-    workers = max(1, min(workers, len(todo)))
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    kwargs = {"height": height, "fps": fps, "fmt": fmt, "threads": threads}
-    jobs = {i: (entries[i][0], out_dir, entries[i][1], kwargs) for i in todo}
-    bar = tqdm(total=len(jobs), unit="video", desc="extract", disable=not progress or None)
+    if cut:
+        cuts, failed = plan_cuts(entries, label_videos, labels)
+        results = dict(enumerate(failed))
+        todo = list(range(len(failed), len(failed) + len(cuts)))
+        workers = max(1, min(workers, len(todo)))
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        kwargs = {"height": height, "fmt": fmt, "threads": threads}
+        worker_fn, one_fn = _cut_one, cut_clip
+        jobs = {i: (src, out_dir, video, start, stop, kwargs) for i, (src, video, start, stop) in zip(todo, cuts)}
+        total = len(failed) + len(cuts)
+    else:
+        for i, (src, video, problem) in enumerate(entries):
+            if problem is not None:  # reported like a video that failed; the others still run
+                results[i] = ExtractResult(source=str(src), video=video, output="", status="failed", error=problem)
+        todo = [i for i in range(len(entries)) if i not in results]
+        workers = max(1, min(workers, len(todo)))
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        kwargs = {"height": height, "fps": fps, "fmt": fmt, "threads": threads}
+        worker_fn, one_fn = _extract_one, extract_video
+        jobs = {i: (entries[i][0], out_dir, entries[i][1], kwargs) for i in todo}
+        total = len(entries)
+    bar = tqdm(total=len(jobs), unit="video", desc="cut" if cut else "extract", disable=not progress or None)
     try:
         if workers == 1:
             # One video at a time: a second bar counts decoded frames, so a long video shows progress too.
             frame_bar = tqdm(unit="frame", desc="frames", position=1, leave=False,
                              disable=not progress or None)
             try:
-                for i, (src, out, video, kw) in jobs.items():
-                    r = extract_video(src, out, video, **kw, on_progress=frame_bar.update)
+                for i, job in jobs.items():
+                    r = one_fn(*job[:-1], **job[-1], on_progress=frame_bar.update)
                     results[i] = r
                     bar.update(1)
                     bar.set_postfix_str(f"{r.video}: {r.status}", refresh=False)
@@ -365,7 +526,7 @@ def extract_videos(inputs: Iterable[str | Path], out_dir: str | Path, *, height:
 
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futures = {pool.submit(_extract_one, job): i for i, job in jobs.items()}
+                futures = {pool.submit(worker_fn, job): i for i, job in jobs.items()}
                 for future in as_completed(futures):
                     r = future.result()
                     results[futures[future]] = r
@@ -373,7 +534,7 @@ def extract_videos(inputs: Iterable[str | Path], out_dir: str | Path, *, height:
                     bar.set_postfix_str(f"{r.video}: {r.status}", refresh=False)
     finally:
         bar.close()
-    ordered = [results[i] for i in range(len(entries))]
+    ordered = [results[i] for i in range(total)]
     if expected is not None:
         for r in ordered:
             if r.status == "failed":
