@@ -25,7 +25,7 @@ import errno
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -239,59 +239,38 @@ class _FrameWriter:
             self.output = None
 
 
-def extract_video(source: str | Path, out_dir: str | Path, video: str | None = None, *, height: int | None = 224,
-                  fps: float | None = None, fmt: str = "jpg", threads: int = 1,
-                  on_progress: Callable[[int], None] | None = None) -> ExtractResult:
-    """Extract one video into the store (or skip it when its output is already there). Never raises on bad
-    input: failures come back as ``status='failed'`` with a one-line reason. ``on_progress(n)`` is called as
-    every further ``n`` source frames are decoded."""
+def _skip_finished(result: ExtractResult, final: Path) -> bool:
+    """True (status ``skipped``, or ``failed`` if unreadable) when ``final`` is already there from an earlier run."""
+    if not final.exists():
+        return False
+    result.status = "skipped"
+    try:
+        result.frames, result.fps = count_output_frames(final)
+    except DataError as err:
+        result.status, result.error = "failed", f"existing output is unreadable: {err}"
+    return True
+
+
+def _prepare(final: Path) -> Path:
+    """The temporary path of ``final``, cleared of an earlier (killed) run's leftovers, its folder created."""
+    partial = partial_path(final)
+    _remove(partial)  # an unfinished output of an earlier run is redone from scratch
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return partial
+
+
+@contextlib.contextmanager
+def _writing(result: ExtractResult, source: Path, final: Path) -> Iterator[list[Callable[[], None]]]:
+    """The frame of one output's work: yields a list of closers. An error in the body (which starts with
+    ``_prepare``, so that a full disk there fails this output only) becomes ``result.error`` (one line) instead
+    of propagating; the closers run at the end, and an output that did not reach ``status='extracted'`` leaves
+    nothing behind."""
     import av
 
-    source = Path(source)
-    video = video or source.stem
-    final = output_path(out_dir, video, fmt)
-    result = ExtractResult(source=str(source), video=video, output=str(final), status="failed")
+    closers: list[Callable[[], None]] = []
     start_time = time.perf_counter()
-    if final.exists():
-        result.status = "skipped"
-        try:
-            result.frames, result.fps = count_output_frames(final)
-        except DataError as err:
-            result.status, result.error = "failed", f"existing output is unreadable: {err}"
-        return result
-    partial = partial_path(final)
-    container = None
-    output = None
     try:
-        _remove(partial)  # an unfinished output of an earlier (killed) run is redone from scratch
-        final.parent.mkdir(parents=True, exist_ok=True)  # inside the try: a full disk fails this video only
-        if source.is_dir():
-            raise DataError("is a directory, not a video file")
-        container = open_container(source)
-        stream = container.streams.video[0]
-        if threads > 1:
-            stream.thread_type = "AUTO"
-            stream.thread_count = threads
-        src_w, src_h = stream.codec_context.width, stream.codec_context.height
-        if src_w <= 0 or src_h <= 0:
-            raise DataError("video stream has no frame size")
-        width, out_h = _target_size(src_w, src_h, height, fmt)
-        src_rate = stream.average_rate or stream.guessed_rate
-        out_fps = float(fps) if fps else (float(src_rate) if src_rate else None)
-
-        output = _FrameWriter(partial, fmt, width, out_h, out_fps, threads)
-        packets, decoded, kept = _decode_kept_frames(container, stream, fps, width, out_h, output.write,
-                                                     on_progress)
-        if decoded == 0:
-            raise DataError("no frames could be decoded (empty or truncated video stream)")
-        if stream.frames and packets < stream.frames:
-            # The container's index (mp4 moov) lists more frames than the file holds: its data was cut.
-            raise DataError(f"truncated: the header lists {stream.frames} frames but only {packets} are in the "
-                            f"file")
-        output.finish()
-        output = None
-        os.replace(partial, final)  # the rename that marks the output finished
-        result.status, result.frames, result.fps = "extracted", kept, out_fps
+        yield closers
     except DataError as err:
         # Strip our own "<path>: " prefix: the report names the file once.
         message = str(err)
@@ -303,13 +282,54 @@ def extract_video(source: str | Path, out_dir: str | Path, video: str | None = N
         else:
             result.error = f"{type(err).__name__}: {av_error_reason(err)}"
     finally:
-        if container is not None:
-            container.close()
-        if output is not None:
-            output.abort()
+        for close in reversed(closers):
+            close()
         if result.status != "extracted":
-            _remove(partial)
+            _remove(partial_path(final))
         result.seconds = time.perf_counter() - start_time
+
+
+def extract_video(source: str | Path, out_dir: str | Path, video: str | None = None, *, height: int | None = 224,
+                  fps: float | None = None, fmt: str = "jpg", threads: int = 1,
+                  on_progress: Callable[[int], None] | None = None) -> ExtractResult:
+    """Extract one video into the store (or skip it when its output is already there). Never raises on bad
+    input: failures come back as ``status='failed'`` with a one-line reason. ``on_progress(n)`` is called as
+    every further ``n`` source frames are decoded."""
+    source = Path(source)
+    video = video or source.stem
+    final = output_path(out_dir, video, fmt)
+    result = ExtractResult(source=str(source), video=video, output=str(final), status="failed")
+    if _skip_finished(result, final):
+        return result
+    with _writing(result, source, final) as closers:
+        partial = _prepare(final)
+        if source.is_dir():
+            raise DataError("is a directory, not a video file")
+        container = open_container(source)
+        closers.append(container.close)
+        stream = container.streams.video[0]
+        if threads > 1:
+            stream.thread_type = "AUTO"
+            stream.thread_count = threads
+        src_w, src_h = stream.codec_context.width, stream.codec_context.height
+        if src_w <= 0 or src_h <= 0:
+            raise DataError("video stream has no frame size")
+        width, out_h = _target_size(src_w, src_h, height, fmt)
+        src_rate = stream.average_rate or stream.guessed_rate
+        out_fps = float(fps) if fps else (float(src_rate) if src_rate else None)
+        output = _FrameWriter(partial, fmt, width, out_h, out_fps, threads)
+        closers.append(output.abort)
+        packets, decoded, kept = _decode_kept_frames(container, stream, fps, width, out_h, output.write,
+                                                     on_progress)
+        if decoded == 0:
+            raise DataError("no frames could be decoded (empty or truncated video stream)")
+        if stream.frames and packets < stream.frames:
+            # The container's index (mp4 moov) lists more frames than the file holds: its data was cut.
+            raise DataError(f"truncated: the header lists {stream.frames} frames but only {packets} are in the "
+                            f"file")
+        output.finish()
+        os.replace(partial, final)  # the rename that marks the output finished
+        result.status, result.frames, result.fps = "extracted", kept, out_fps
     return result
 
 
@@ -339,32 +359,23 @@ def cut_clip(source: str | Path, out_dir: str | Path, video: str, start: int, st
     """Extract frames ``start <= i < stop`` of ``source`` as the clip ``video`` (or skip it when its output is
     there). Seeks to the keyframe before ``start`` (exact frame indices, see VideoFileSource); never raises on bad
     input: failures come back as ``status='failed'`` with a one-line reason."""
-    import av
-
     from pespot.data.frames import VideoFileSource
 
     source = Path(source)
     final = output_path(out_dir, video, fmt)
     result = ExtractResult(source=f"{source} [{start}:{stop}] (clip {video})", video=video, output=str(final),
                            status="failed")
-    start_time = time.perf_counter()
-    if final.exists():
-        result.status = "skipped"
-        try:
-            result.frames, result.fps = count_output_frames(final)
-        except DataError as err:
-            result.status, result.error = "failed", f"existing output is unreadable: {err}"
+    if _skip_finished(result, final):
         return result
-    partial = partial_path(final)
-    frames = output = None
-    try:
-        _remove(partial)
-        final.parent.mkdir(parents=True, exist_ok=True)
+    with _writing(result, source, final) as closers:
+        partial = _prepare(final)
         frames = VideoFileSource(source, threads=threads)
+        closers.append(frames.close)
         if not 0 <= start < stop <= frames.num_frames:
             raise DataError(f"frames [{start}, {stop}) are not inside the video's [0, {frames.num_frames})")
         frames.width, frames.height = _target_size(frames.source_width, frames.source_height, height, fmt)
         output = _FrameWriter(partial, fmt, frames.width, frames.height, frames.fps, threads)
+        closers.append(output.abort)
         i = 0
         for chunk in frames.iter_chunks(start, stop, chunk=32):
             for rgb in chunk.numpy():
@@ -373,25 +384,8 @@ def cut_clip(source: str | Path, out_dir: str | Path, video: str, start: int, st
             if on_progress is not None:
                 on_progress(len(chunk))
         output.finish()
-        output = None
         os.replace(partial, final)
         result.status, result.frames, result.fps = "extracted", i, frames.fps
-    except DataError as err:
-        message = str(err)
-        result.error = message[len(str(source)) + 2:] if message.startswith(f"{source}: ") else message
-    except (av.FFmpegError, OSError) as err:
-        if not isinstance(err, av.FFmpegError) or getattr(err, "errno", None) in _DISK_FULL:
-            result.error = _write_error(err, final)
-        else:
-            result.error = f"{type(err).__name__}: {av_error_reason(err)}"
-    finally:
-        if frames is not None:
-            frames.close()
-        if output is not None:
-            output.abort()
-        if result.status != "extracted":
-            _remove(partial)
-        result.seconds = time.perf_counter() - start_time
     return result
 
 
