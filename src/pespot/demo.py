@@ -7,7 +7,8 @@ What ``pespot demo`` (and ``make demo``) runs on a fresh machine with no network
    the ``synthetic`` preset: reduced clip length (32 frames) and frame size (64x64) so that it fits the CPU, and
    BCE's positive term on the event classes weighted 5 (the paper's BCE: 1; see configs/synthetic.yaml). By
    default the number of optimiser steps is fixed per preset (``DEFAULT_STEPS``: same result on every machine,
-   about 12 minutes of training on 2 idle CPU cores for ``small``); with ``minutes`` it is sized from a short
+   280 steps for ``small``: about 14 minutes of training at 3 s per step on 2 idle CPU cores, measured); with
+   ``minutes`` it is sized from a short
    calibration of the step time so that the whole demo takes about that long;
 3. ``pespot infer`` spots events in the test split's videos (sliding windows with half overlap, local-maximum NMS);
 4. ``pespot eval`` scores them (mAP at tolerances 0, 1, 2, 4 frames, per class) and so does the same evaluation
@@ -35,7 +36,9 @@ TOLERANCES = (0, 1, 2, 4)
 # Share of the time budget spent on optimiser steps; the rest is data generation, validation and inference.
 TRAIN_SHARE = 0.75
 # Optimiser steps (batch 4, clip 32) per synthetic preset when no time budget is given.
-DEFAULT_STEPS = {"tiny": 40, "small": 400, "bench": 1200}
+# small: 280 steps x 3.0 s (measured on an idle 2-core machine) + data, validation, inference and the install
+# keep `make demo` on a fresh clone under 20 minutes.
+DEFAULT_STEPS = {"tiny": 40, "small": 280, "bench": 1200}
 
 
 def demo_config(data_root: Path, run_dir: Path, device: str, seed: int, overrides: list[str] | None = None) -> Config:
