@@ -8,8 +8,8 @@ What ``pespot demo`` (and ``make demo``) runs on a fresh machine with no network
    BCE's positive term on the event classes weighted 5 (the paper's BCE: 1; see configs/synthetic.yaml). By
    default the number of optimiser steps is fixed per preset (``DEFAULT_STEPS``: same result on every machine,
    280 steps for ``small``: about 14 minutes of training at 3 s per step on 2 idle CPU cores, measured); with
-   ``minutes`` it is sized from a short
-   calibration of the step time so that the whole demo takes about that long;
+   ``minutes`` it is sized from a short calibration of the step time so that the whole demo takes about that
+   long;
 3. ``pespot infer`` spots events in the test split's videos (sliding windows with half overlap, local-maximum NMS);
 4. ``pespot eval`` scores them (mAP at tolerances 0, 1, 2, 4 frames, per class) and so does the same evaluation
    on a trivial baseline that predicts every frame of every class with that class's training frequency as its
