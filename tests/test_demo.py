@@ -47,3 +47,10 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
 def test_demo_rejects_bad_budget(tmp_path, capsys, minutes):
     assert main(["demo", "--out", str(tmp_path / "d"), "--minutes", minutes]) == 1
     assert "--minutes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--steps", "0"], ["--steps", "100", "--minutes", "5"]])
+def test_demo_rejects_bad_steps(tmp_path, capsys, argv):
+    assert main(["demo", "--out", str(tmp_path / "d"), *argv]) == 1
+    assert "--steps" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

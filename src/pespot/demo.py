@@ -127,7 +127,8 @@ def _stage(n: int, total: int, text: str, start: float, budget_s: float) -> None
 
 
 def run_demo(out: str | Path = "runs/demo", preset: str = "small", minutes: float | None = None, seed: int = 0,
-             device: str = "auto", progress: bool = True, overrides: list[str] | None = None) -> dict[str, Any]:
+             device: str = "auto", progress: bool = True, overrides: list[str] | None = None,
+             steps: int | None = None) -> dict[str, Any]:
     """Run the whole demo into ``out``; return the results (also written to ``out/run/results.json``).
 
     ``overrides`` (``key=value``) change the training config; when they set ``train.clips_per_epoch`` the
@@ -139,6 +140,9 @@ def run_demo(out: str | Path = "runs/demo", preset: str = "small", minutes: floa
 
     if minutes is not None and minutes <= 0:
         raise PespotError(f"--minutes must be positive, got {minutes}")
+    if steps is not None and (minutes is not None or steps < 1):
+        raise PespotError(f"--steps must be a positive number of optimiser steps and not combined with --minutes, "
+                          f"got {steps}")
     start = time.time()
     budget_s = (minutes or 20.0) * 60
     out = Path(out)
@@ -157,7 +161,7 @@ def run_demo(out: str | Path = "runs/demo", preset: str = "small", minutes: floa
         clips_per_epoch = cfg.clips_per_epoch
     elif minutes is None:
         per_step = float("nan")
-        clips_per_epoch = DEFAULT_STEPS[preset] // cfg.train.epochs * cfg.train.batch_size
+        clips_per_epoch = max(1, (steps or DEFAULT_STEPS[preset]) // cfg.train.epochs) * cfg.train.batch_size
         cfg.train.clips_per_epoch = clips_per_epoch
         cfg.train.val_clips = max(cfg.train.batch_size, clips_per_epoch // 8)
     else:

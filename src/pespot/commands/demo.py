@@ -7,6 +7,7 @@ Plots, predictions and results.json/results.md go into OUT/run. On a CUDA machin
 
     pespot demo                       # about 20 minutes on 2 CPU cores
     pespot demo --minutes 5 --preset tiny --out runs/demo-tiny
+    pespot demo --steps 400 --out runs/demo-400   # a longer run than the default 280 steps
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="approximate time budget: the training steps are sized to fit it from a short "
                              "calibration (default: a fixed number of steps per preset, ~20 minutes on 2 CPU cores "
                              "for small)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="optimiser steps instead of the preset's fixed number (rounded down to a multiple of "
+                             "the 5 epochs); not with --minutes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the training")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object at the end")
@@ -36,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     # With --json, the human-readable report goes to stderr so that stdout holds one JSON object.
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         results = run_demo(args.out, preset=args.preset, minutes=args.minutes, seed=args.seed,
-                           device=args.device, progress=not args.json)
+                           device=args.device, progress=not args.json, steps=args.steps)
     if args.json:
         print(json.dumps(results))
     return 0
