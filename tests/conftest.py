@@ -107,6 +107,30 @@ def write_jpeg_folder(folder: str | os.PathLike, num_frames: int, width: int = 6
     return folder
 
 
+def write_tiny_run(run: str | os.PathLike, classes: list[str], height: int = 48, clip_len: int = 8) -> Path:
+    """Write ``run/checkpoints/best.pt``: a randomly initialised (seed 0) default spotter (ASTRM, Bi-GRU) at
+    ``clip_len`` and ``height`` (full frames), in pespot's checkpoint format. Returns ``run``."""
+    import torch
+
+    from pespot import infer
+    from pespot.config import Config, to_dict
+    from pespot.model.spotter import build_model
+
+    torch.manual_seed(0)
+    cfg = Config()
+    cfg.model.clip_len = clip_len
+    cfg.model.pretrained = False
+    cfg.data.height = height
+    cfg.data.crop = None
+    model = build_model(cfg, len(classes), load_weights=False)
+    run = Path(run)
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"format": infer.CHECKPOINT_FORMAT, "config": to_dict(cfg), "classes": list(classes),
+                "model": model.state_dict(), "epoch": 1, "step": 10, "pespot_version": "test"},
+               run / "checkpoints" / "best.pt")
+    return run
+
+
 @pytest.fixture
 def make_video(tmp_path):
     """Factory: ``make_video(name='v.mp4', num_frames=30, **write_video_kwargs) -> Path`` under tmp_path."""

@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import frame_pattern, pattern_index, write_video
+from conftest import frame_pattern, pattern_index, write_tiny_run, write_video
 
 from pespot import infer
 from pespot.cli import main
-from pespot.config import Config, to_dict
 from pespot.data.frames import open_frames
 from pespot.data.labels import Video, load_classes, load_dataset, load_split, save_split
 from pespot.data.soccernet import SOCCERNET_V2_CLASSES, format_game_time, load_soccernet, read_labels
@@ -270,21 +269,7 @@ def test_extract_odd_size_resized_to_an_even_width(media, tmp_path):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """A run folder with checkpoints/best.pt of a randomly initialised tiny spotter (clip 8, height 48)."""
-    from pespot.model.spotter import build_model
-
-    torch.manual_seed(0)
-    cfg = Config()
-    cfg.model.clip_len = 8
-    cfg.model.pretrained = False
-    cfg.data.height = HEIGHT
-    cfg.data.crop = None
-    model = build_model(cfg, len(CLASSES), load_weights=False)
-    run = tmp_path_factory.mktemp("run")
-    (run / "checkpoints").mkdir()
-    torch.save({"format": infer.CHECKPOINT_FORMAT, "config": to_dict(cfg), "classes": CLASSES,
-                "model": model.state_dict(), "epoch": 1, "step": 10, "pespot_version": "test"},
-               run / "checkpoints" / "best.pt")
-    return run
+    return write_tiny_run(tmp_path_factory.mktemp("run"), CLASSES, height=HEIGHT)
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_tiny_run
 
 from pespot import infer
-from pespot.config import Config, to_dict
+from pespot.config import Config
 from pespot.data.labels import Event, load_split
 from pespot.errors import DataError, PespotError
 
@@ -393,22 +394,9 @@ def write_rgb_video(path: Path, frames: np.ndarray, fps: float) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    """A run folder with checkpoints/best.pt of a randomly initialised tiny spotter (ASTRM, Bi-GRU, clip 8)."""
-    from pespot.model.spotter import build_model
-
-    torch.manual_seed(0)
-    cfg = Config()
-    cfg.model.clip_len = 8
-    cfg.model.pretrained = False
-    cfg.data.height = 48  # the test videos' own height: no resize, so video and JPEG frames are identical
-    cfg.data.crop = None
-    model = build_model(cfg, len(CLASSES))
-    run = tmp_path_factory.mktemp("run")
-    (run / "checkpoints").mkdir()
-    torch.save({"format": infer.CHECKPOINT_FORMAT, "config": to_dict(cfg), "classes": CLASSES,
-                "model": model.state_dict(), "epoch": 1, "step": 10, "pespot_version": "test"},
-               run / "checkpoints" / "best.pt")
-    return run
+    """A run folder with checkpoints/best.pt of a randomly initialised tiny spotter (ASTRM, Bi-GRU, clip 8),
+    at the test videos' own height (48): no resize, so video and JPEG frames are identical."""
+    return write_tiny_run(tmp_path_factory.mktemp("run"), CLASSES, height=48)
 
 
 @pytest.fixture(scope="module")
