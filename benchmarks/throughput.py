@@ -139,7 +139,7 @@ def build_variant(name: str, size: int, args: argparse.Namespace, device: torch.
 
     from pespot.train.distributed import DistInfo
     from pespot.train.losses import build_loss
-    from pespot.train.sam import SAM
+    from pespot.train.sam import build_sam
     from pespot.train.schedule import build_scheduler
     from pespot.train.trainer import train_step
 
@@ -152,10 +152,7 @@ def build_variant(name: str, size: int, args: argparse.Namespace, device: torch.
     loss_fn = build_loss(cfg.loss, args.classes, projection_dim=cfg.model.projection_dim).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                                   weight_decay=cfg.optim.weight_decay)
-    sam = None
-    if cfg.optim.sam != "none":
-        sam = SAM(list(model.named_parameters()), optimizer, rho=cfg.optim.rho, adaptive=cfg.optim.sam == "asam",
-                  eta=cfg.optim.asam_eta, weights_only=cfg.optim.asam_weights_only)
+    sam = build_sam(model, optimizer, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=1000, epochs=cfg.train.epochs)
     info = DistInfo(device=device)
     use_projection = bool(loss_fn.needs_projection)

@@ -165,3 +165,11 @@ def bigbuckbunny_path() -> Path | None:
             return None
         file = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "bigbuckbunny.mp4"
     return file if file.is_file() else None
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """The synthetic ``tiny`` preset (seed 0, JPEG frames), generated once per test session. Read-only."""
+    from pespot.data.synthetic import generate
+
+    return generate(tmp_path_factory.getbasetemp() / "session-synth-tiny", "tiny", seed=0)

@@ -52,6 +52,9 @@ class ModelConfig:
     projection_dim: int = 128  # SoftIC projection head output (only built when the loss needs it)
     softic_feature: str = "temporal"  # temporal: Bi-GRU output (classifier input) | backbone: pooled feature
     channels_last: bool = True  # memory format of the backbone
+    # Random initialisation (both only matter for what pretrained weights do not replace):
+    residual_init: str = "live"  # live: BN after each bottleneck's conv3 starts at gamma 1 | zero: timm's zero_init_last
+    prior_bias: bool = True  # classifier bias at the class prior of the training frames (log-odds / log prior)
 
 
 @dataclass
@@ -67,6 +70,7 @@ class DataConfig:
     crop: int | None = 224  # random square crop for training, centre crop for evaluation; null = full frame
     pad_len: int = 5  # clips may start/end this many frames past either end of a video (zero padded)
     dilate_len: int = 0  # label dilation in frames (E2E-Spot: 1 for FS, 0 otherwise)
+    fg_upsample: float | None = None  # probability that a training clip is placed around a random event (null: never)
     mixup: bool = True
     mixup_alpha: float = 0.1  # lambda ~ Beta(alpha, alpha); the paper uses 0.1 (E2E-Spot 0.2)
     augment: bool = True  # crop, flip, colour jitter, blur (same parameters for every frame of a clip)
@@ -103,7 +107,10 @@ class OptimConfig:
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
     sam: str = "asam"  # asam | sam | none
-    rho: float = 2.0
+    # Neighbourhood size; null = the method's usual value: ASAM 2.0 (the paper; davda54's adaptive mode, where rho
+    # bounds the relative perturbation ||eps / |w|||_2), SAM 0.05 (absolute: ||eps||_2 = rho). Not
+    # interchangeable: SAM at 2 moves small weights by many times their size.
+    rho: float | None = None
     asam_eta: float = 0.0  # T_w = |w| + eta (SamsungLabs default 0.01; davda54 0)
     asam_weights_only: bool = False  # official ASAM: scale only params named *weight*
     scheduler: str = "warmup_cosine"  # warmup_cosine | e2e_chained (E2E-Spot's overlapping ChainedScheduler)
@@ -400,6 +407,7 @@ _CHOICES = {
     "model.temporal_head": (
         "bigru", "bigru2", "bilstm", "transformer_l1h8", "transformer_l2h8", "deformable", "mstcn", "none"),
     "model.softic_feature": ("temporal", "backbone"),
+    "model.residual_init": ("live", "zero"),
     "model.astrm.gt_activation": ("sigmoid", "softmax"),
     "loss.classification": ("bce", "ce", "focal"),
     "loss.contrastive": ("softic", "ic", "none"),
@@ -467,13 +475,15 @@ def _validate_ranges(cfg: Config) -> None:
         "data.dilate_len": cfg.data.dilate_len,
         "optim.lr": cfg.optim.lr,
         "optim.weight_decay": cfg.optim.weight_decay,
-        "optim.rho": cfg.optim.rho,
         "optim.asam_eta": cfg.optim.asam_eta,
         "eval.nms_window": cfg.eval.nms_window,
     }
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"config key '{key}': expected >= 0, got {value}")
+    if cfg.optim.rho is not None and cfg.optim.rho < 0:
+        raise ConfigError(f"config key 'optim.rho': expected >= 0 or null (the method's usual value), "
+                          f"got {cfg.optim.rho}")
     fs_kernel = cfg.model.astrm.fs_kernel
     if fs_kernel <= 0 or fs_kernel % 2 != 1:
         raise ConfigError(f"config key 'model.astrm.fs_kernel': expected a positive odd number, got {fs_kernel}")

@@ -59,11 +59,9 @@ def seconds_per_step(cfg: Config, num_classes: int, steps: int = 3) -> float:
     model = trainer.build_model(cfg, num_classes).to(device)
     loss_fn = trainer.build_loss(cfg, num_classes).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr)
-    sam = None
-    if cfg.optim.sam != "none":
-        from pespot.train.sam import SAM
+    from pespot.train.sam import build_sam
 
-        sam = SAM(list(model.named_parameters()), optimizer, rho=cfg.optim.rho, adaptive=cfg.optim.sam == "asam")
+    sam = build_sam(model, optimizer, cfg.optim)
     size = cfg.data.crop or cfg.data.height
     b, t = cfg.train.batch_size, cfg.model.clip_len
     frames = torch.randn(b, t, 3, cfg.data.height, size, device=device)

@@ -86,6 +86,24 @@ def targets_for_window(video: Video, classes: list[str], start: int, clip_len: i
                                      video.num_frames))
 
 
+def frame_prior(videos: list[Video], classes: list[str], dilate_len: int = 0) -> np.ndarray:
+    """Share of the videos' frames carrying each output (K+1,): column 0 background, column ``i + 1``
+    ``classes[i]``, with the training targets' dilation. Multi-label frames count for each of their classes."""
+    class_index = {name: i + 1 for i, name in enumerate(classes)}
+    counts = np.zeros(len(classes) + 1, dtype=np.float64)
+    total = 0
+    for video in videos:
+        if video.num_frames <= 0:
+            continue
+        frames, columns = _event_arrays(video, class_index)
+        y = _targets(frames, columns, len(classes) + 1, 0, video.num_frames, dilate_len, video.num_frames)
+        counts += y.sum(axis=0)
+        total += video.num_frames
+    if total == 0:
+        raise DataError("class prior: no video with frames")
+    return counts / total
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Windows
 
@@ -181,7 +199,7 @@ class ClipDataset(Dataset):
     def __init__(self, videos: list[Video], classes: list[str], frames_root: str | Path, clip_len: int,
                  num_clips: int, *, height: int | None = None, crop: int | None = None, augment: bool = True,
                  mixup: bool = True, mixup_alpha: float = 0.1, dilate_len: int = 0, pad_len: int = 5,
-                 seed: int = 0, epoch: int = 0):
+                 seed: int = 0, epoch: int = 0, fg_upsample: float | None = None):
         if clip_len <= 0:
             raise ConfigError(f"clips: clip_len must be positive, got {clip_len}")
         if num_clips < 0:
@@ -194,6 +212,9 @@ class ClipDataset(Dataset):
             raise ConfigError(f"config key 'data.crop': expected a positive size or null, got {crop}")
         if seed < 0:
             raise ConfigError(f"clips: seed must be >= 0, got {seed}")
+        if fg_upsample is not None and not 0.0 <= fg_upsample <= 1.0:
+            raise ConfigError(f"config key 'data.fg_upsample': expected a probability in [0, 1] or null, "
+                              f"got {fg_upsample}")
         self.videos = list(videos)
         self.classes = list(classes)
         self.num_outputs = len(classes) + 1
@@ -207,6 +228,10 @@ class ClipDataset(Dataset):
         self.weights = lengths / lengths.sum()  # a video is chosen with probability proportional to its length
         class_index = {name: i + 1 for i, name in enumerate(self.classes)}
         self._events = [_event_arrays(v, class_index) for v in self.videos]
+        self.fg_upsample = fg_upsample
+        # (video index, frame) of every event, for foreground sampling
+        self._all_events = np.array([(vi, int(f)) for vi, (frames, _) in enumerate(self._events) for f in frames
+                                     if 0 <= f < max(0, self.videos[vi].num_frames)], dtype=np.int64).reshape(-1, 2)
         self._sources = _Sources(frames_root, height)
 
     def __len__(self) -> int:
@@ -217,7 +242,19 @@ class ClipDataset(Dataset):
         self.epoch = int(epoch)
 
     def sample_position(self, rng: np.random.Generator) -> tuple[int, int]:
-        """(video index, start) as E2E-Spot: video proportional to length, start in [-pad, L - T + pad]."""
+        """(video index, start) as E2E-Spot: video proportional to length, start in [-pad, L - T + pad].
+
+        With ``fg_upsample = p``, a clip is instead, with probability p, placed around an event drawn uniformly
+        from all events of the split (its frame at a uniform position of the clip, the start kept in the same
+        range). E2E-Spot's ``--fg_upsample p`` does this with probability 1 - p (a quirk of its test); here p is
+        the foreground probability.
+        """
+        if self.fg_upsample is not None and len(self._all_events) and rng.random() < self.fg_upsample:
+            vi, frame = (int(v) for v in self._all_events[int(rng.integers(0, len(self._all_events)))])
+            length = self.videos[vi].num_frames
+            low, high = -self.pad_len, max(-self.pad_len, length - 1 + self.pad_len - self.clip_len)
+            start = frame - int(rng.integers(0, self.clip_len))
+            return vi, min(max(start, low), high)
         vi = int(rng.choice(len(self.videos), p=self.weights))
         length = self.videos[vi].num_frames
         high = max(0, length - 1 + 2 * self.pad_len - self.clip_len)

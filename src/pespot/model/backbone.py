@@ -27,6 +27,7 @@ from pespot.errors import ConfigError, PespotError
 
 FEATURE_DIMS = {"regnety_002": 368, "regnety_008": 768}
 TEMPORAL_MODULES = ("none", "tsm", "gsm", "astrm")
+RESIDUAL_INITS = ("live", "zero")
 
 
 def _hub_offline() -> bool:
@@ -134,19 +135,27 @@ def _load_pretrained(net: nn.Module, name: str) -> nn.Module:
     return net
 
 
-def create_backbone(name: str = "regnety_002", *, pretrained: bool = False, weights: str | None = None
-                    ) -> nn.Module:
+def create_backbone(name: str = "regnety_002", *, pretrained: bool = False, weights: str | None = None,
+                    residual_init: str = "live") -> nn.Module:
     """timm RegNetY ``name`` without its classifier (forward: (N, 3, H, W) -> pooled (N, D)).
 
     ``weights``: a local timm state dict (``.safetensors`` or ``.pth``), wins over ``pretrained``.
     ``pretrained``: ImageNet weights from the local Hugging Face cache or the hub; offline, one warning and
     random initialisation (no network attempt at all when HF_HUB_OFFLINE is set).
+    ``residual_init`` (``model.residual_init``): the random initialisation of the BatchNorm after each
+    bottleneck's last conv. ``live``: gamma = 1, so every residual branch (and the ASTRM/GSM module inside it)
+    contributes and gets a gradient from step 1; ``zero``: timm's ``zero_init_last`` (gamma = 0), under which a
+    network trained from scratch starts as the stem plus the strided shortcut convs and the inserted modules get
+    exactly zero gradient at first. Loaded weights replace either.
     """
     import timm
 
     if name not in FEATURE_DIMS:
         raise ConfigError(f"config key 'model.backbone': expected one of {', '.join(FEATURE_DIMS)}, got {name!r}")
-    net = timm.create_model(name, pretrained=False, num_classes=0)
+    if residual_init not in RESIDUAL_INITS:
+        raise ConfigError(f"config key 'model.residual_init': expected one of {', '.join(RESIDUAL_INITS)}, "
+                          f"got {residual_init!r}")
+    net = timm.create_model(name, pretrained=False, num_classes=0, zero_init_last=residual_init == "zero")
     if weights:
         load_weights_file(net, weights, name)
     elif pretrained:

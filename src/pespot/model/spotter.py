@@ -89,6 +89,30 @@ class Spotter(nn.Module):
         source = hidden if self.softic_feature == "temporal" else feat
         return logits, self.projection(source.reshape(batch * length, -1))
 
+    @torch.no_grad()
+    def init_prior_bias(self, prior: torch.Tensor | list[float], activation: str) -> None:
+        """Set the classifier bias so that the initial scores are the class prior (K+1,), column 0 background.
+
+        ``sigmoid`` (BCE, focal): each output's log-odds ``log(p / (1 - p))``; ``softmax`` (CE): ``log p`` of
+        the prior renormalised to sum 1. Probabilities are clipped to [1e-6, 1 - 1e-6] (a class absent from the
+        training frames would otherwise get an infinite bias). With a random classifier weight the logits start
+        near these values instead of 0 (a sigmoid score of 0.5 for every class on frames that are > 95 %%
+        background), so the first steps do not go into unlearning the prior.
+        """
+        p = torch.as_tensor(prior, dtype=torch.float64).flatten()
+        if p.numel() != self.num_classes + 1:
+            raise PespotError(f"class prior: expected {self.num_classes + 1} values (background + {self.num_classes} "
+                              f"classes), got {p.numel()}")
+        if activation == "sigmoid":
+            p = p.clamp(1e-6, 1 - 1e-6)
+            bias = torch.log(p / (1 - p))
+        elif activation == "softmax":
+            p = p.clamp_min(1e-6)
+            bias = torch.log(p / p.sum())
+        else:
+            raise PespotError(f"class prior: activation must be sigmoid or softmax, got {activation!r}")
+        self.classifier.bias.copy_(bias.to(self.classifier.bias.dtype))
+
     @property
     def temporal_modules(self) -> list[nn.Module]:
         """The per-block modules inserted into the backbone (ASTRM, GSM or TSM), in block order."""
@@ -120,7 +144,7 @@ def build_model(cfg: Config, num_classes: int, with_projection: bool | None = No
     if num_classes <= 0:
         raise PespotError(f"num_classes: expected a positive number of event classes, got {num_classes}")
     backbone = create_backbone(mcfg.backbone, pretrained=mcfg.pretrained and load_weights,
-                               weights=mcfg.weights if load_weights else None)
+                               weights=mcfg.weights if load_weights else None, residual_init=mcfg.residual_init)
     if mcfg.channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)  # before insertion: ASTRM/GSM hold 5D weights
     inserted = insert_temporal_modules(backbone, mcfg.temporal_module, mcfg.clip_len, mcfg.astrm)

@@ -100,7 +100,7 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
     is written (mid-epoch if need be) and ``--resume`` continues from there. Config and data errors are raised
     before any work is done.
     """
-    from pespot.train.sam import SAM
+    from pespot.train.sam import build_sam
     from pespot.train.schedule import build_scheduler
 
     # ---- checks first: nothing is built or written before the config, data and run folder are known good
@@ -155,16 +155,16 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
 
         # ---- model, loss, optimiser, schedule
         model = build_model(cfg, num_classes).to(device)  # channels_last backbone when cfg.model says so
-        model = ddp.convert_sync_batchnorm(model, info)
         loss_fn = build_loss(cfg, num_classes).to(device)
+        if cfg.model.prior_bias and hasattr(model, "init_prior_bias"):  # (a resumed run loads its own bias)
+            from pespot.data.clips import frame_prior
+
+            model.init_prior_bias(frame_prior(train_videos, classes, cfg.data.dilate_len), loss_fn.score_activation)
+        model = ddp.convert_sync_batchnorm(model, info)
         use_projection = bool(getattr(loss_fn, "needs_projection", False))
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                                       weight_decay=cfg.optim.weight_decay)
-        sam = None
-        if cfg.optim.sam != "none":
-            sam = SAM(list(model.named_parameters()), optimizer, rho=cfg.optim.rho,
-                      adaptive=cfg.optim.sam == "asam", eta=cfg.optim.asam_eta,
-                      weights_only=cfg.optim.asam_weights_only)
+        sam = build_sam(model, optimizer, cfg.optim)
         # The schedule drives the base AdamW, one step per (SAM) optimiser step; rho is not scheduled.
         scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch, epochs)
         net = ddp.wrap_model(model, info)  # what training calls; ``model`` (same tensors) is saved and evaluated
@@ -545,6 +545,7 @@ def _clip_dataset(cfg: Config, videos: list[Video], classes: list[str], num_clip
         height=cfg.data.height, crop=cfg.data.crop,
         augment=cfg.data.augment and train, mixup=cfg.data.mixup and train, mixup_alpha=cfg.data.mixup_alpha,
         dilate_len=cfg.data.dilate_len, pad_len=cfg.data.pad_len,
+        fg_upsample=cfg.data.fg_upsample if train else None,
         # Validation clips use another seed stream so they are not the training clips of epoch 0.
         seed=cfg.train.seed if train else cfg.train.seed + 1_000_003, epoch=0,
     )
