@@ -15,7 +15,10 @@ def test_defaults_are_the_papers_settings():
     assert (cfg.model.astrm.beta, cfg.model.astrm.kernel_size, cfg.model.astrm.gt_activation) == (4, 3, "sigmoid")
     assert cfg.loss.classification == "bce" and cfg.loss.contrastive == "softic"
     assert (cfg.loss.softic_weight, cfg.loss.bank_size, cfg.model.projection_dim) == (0.001, 256, 128)
-    assert cfg.optim.sam == "asam" and cfg.optim.rho == 2.0
+    from pespot.train.sam import resolve_rho
+
+    assert cfg.optim.sam == "asam" and resolve_rho(cfg.optim.sam, cfg.optim.rho) == 2.0  # rho null: ASAM's 2
+    assert cfg.optim.sam_start == 0.0  # ASAM from the first step
     assert cfg.data.mixup_alpha == 0.1
     assert cfg.optim.warmup_epochs == 3 and cfg.optim.lr * cfg.optim.warmup_start_factor == pytest.approx(1e-5)
     assert cfg.eval.overlap == 0.5

@@ -22,7 +22,7 @@ DATASETS = {  # name: (classes, crop, dilate_len, epochs, start_val_epoch, nms_w
 # Table 3 rows: the keys in which each ablation differs from the soccernetv2 preset (besides name and out).
 ABLATIONS = {
     "modules_astrm": {"optim.sam": "none", "loss.contrastive": "none"},
-    "modules_astrm_sam": {"optim.sam": "sam", "loss.contrastive": "none"},
+    "modules_astrm_sam": {"optim.sam": "sam", "optim.rho": 0.05, "loss.contrastive": "none"},  # SAM at its own scale
     "modules_astrm_asam": {"loss.contrastive": "none"},
     "modules_astrm_asam_focal": {"loss.classification": "focal", "loss.contrastive": "none"},
     "modules_astrm_asam_ic": {"loss.contrastive": "ic"},

@@ -112,6 +112,10 @@ class OptimConfig:
     # interchangeable: SAM at 2 moves small weights by many times their size.
     rho: float | None = None
     asam_eta: float = 0.0  # T_w = |w| + eta (SamsungLabs default 0.01; davda54 0)
+    # Fraction of the optimiser steps made with the plain base optimiser before SAM/ASAM starts (0 = from the first
+    # step, the paper). From random initialisation ASAM's ascent at rho 2 moves the young classifier bias and stem
+    # by up to 40-50 % of their size, and its second-pass gradient points elsewhere (docs/results/recipe.md).
+    sam_start: float = 0.0
     asam_weights_only: bool = False  # official ASAM: scale only params named *weight*
     scheduler: str = "warmup_cosine"  # warmup_cosine | e2e_chained (E2E-Spot's overlapping ChainedScheduler)
     warmup_epochs: float = 3.0
@@ -128,6 +132,7 @@ class TrainConfig:
     batch_size: int = 8  # clips per optimiser step per process (the paper: 4 GPUs x 2)
     val_clips: int | None = None  # clips for the validation loss; None = clips_per_epoch // 4
     start_val_epoch: int | None = None  # first epoch with validation mAP; None = epochs - 20 (E2E-Spot)
+    val_videos: int | None = None  # validation mAP on the first N videos of the val split (None = all)
     criterion: str = "map"  # model selection: map (mean of mAP at tolerances 1, 2, 4) | loss
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | none
     compile: bool = False  # torch.compile the model
@@ -144,7 +149,11 @@ class EvalConfig:
 
     tolerances: list[int] = field(default_factory=lambda: [0, 1, 2, 4])
     overlap: float = 0.5  # window overlap as a fraction of the clip length (paper: half)
-    threshold: float = 0.01  # candidate score threshold (E2E-Spot's high-recall setting)
+    # Candidates: every (frame, class) score >= threshold, then NMS, then at most top_k events per class and video.
+    # 0 (default) keeps every local maximum: no score floor decides a ranking (AP only grows with more candidates);
+    # E2E-Spot's 0.01 (made for softmax scores) drops calibrated sigmoid scores of rare classes.
+    threshold: float = 0.0
+    top_k: int | None = None  # null = no cap; a cap bounds file size on long videos
     nms: str = "local_max"  # local_max (E2E-Spot) | greedy | soft | none
     nms_window: int = 1  # frames
     batch_size: int = 4  # windows per forward pass
@@ -465,6 +474,7 @@ def _validate_ranges(cfg: Config) -> None:
         "data.height": cfg.data.height,
         "data.crop": cfg.data.crop,
         "train.threads": cfg.train.threads,  # 0 would silently mean "torch's default"
+        "train.val_videos": cfg.train.val_videos,
     }
     for key, value in positive.items():
         if value is not None and value <= 0:
@@ -477,13 +487,19 @@ def _validate_ranges(cfg: Config) -> None:
         "optim.weight_decay": cfg.optim.weight_decay,
         "optim.asam_eta": cfg.optim.asam_eta,
         "eval.nms_window": cfg.eval.nms_window,
+        "eval.threshold": cfg.eval.threshold,
     }
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"config key '{key}': expected >= 0, got {value}")
+    if not 0.0 <= cfg.optim.sam_start <= 1.0:
+        raise ConfigError(f"config key 'optim.sam_start': expected a fraction of the steps in [0, 1], "
+                          f"got {cfg.optim.sam_start}")
     if cfg.optim.rho is not None and cfg.optim.rho < 0:
         raise ConfigError(f"config key 'optim.rho': expected >= 0 or null (the method's usual value), "
                           f"got {cfg.optim.rho}")
+    if cfg.eval.top_k is not None and cfg.eval.top_k < 1:
+        raise ConfigError(f"config key 'eval.top_k': expected a positive number of events or null, got {cfg.eval.top_k}")
     fs_kernel = cfg.model.astrm.fs_kernel
     if fs_kernel <= 0 or fs_kernel % 2 != 1:
         raise ConfigError(f"config key 'model.astrm.fs_kernel': expected a positive odd number, got {fs_kernel}")

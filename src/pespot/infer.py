@@ -6,8 +6,12 @@ The pipeline follows E2E-Spot's test procedure (reference-codebases.md §1.7-1.8
    ``clip_len - overlap * clip_len`` (half overlap by default); the last window is zero-padded;
 2. each window gives per-frame scores (sigmoid for BCE/focal models, softmax for CE models);
    the score of a frame is the **mean over the windows that cover it** (sum / count);
-3. every (frame, class) with score >= threshold (0.01: the high-recall list mAP is computed on) is a
-   candidate event; per-class NMS (E2E-Spot's local maximum by default) thins the candidates.
+3. every (frame, class) with score >= threshold is a candidate event; per-class NMS (E2E-Spot's local maximum
+   by default) thins the candidates; optionally only the ``top_k`` best events per class and video are kept.
+   The default threshold is 0: every local maximum is kept, whatever its score, so no score floor ever decides
+   a ranking. (E2E-Spot's 0.01 was made for softmax scores; calibrated sigmoid scores of a class whose prior is
+   under 1 % fall below it and never reach AP: docs/results/candidates.md has the measured mAP-vs-threshold
+   curves. AP never decreases when a lower-scored candidate is added, so the only cost of 0 is file size.)
 
 Frames are streamed: a raw video is decoded sequentially with PyAV (``pespot.data.frames``: one seek, then a
 forward decode) and resized to the model's height as it is decoded; only a rolling buffer of one window plus one
@@ -456,9 +460,10 @@ def _score_windows(predictor: Predictor, windows: np.ndarray, valid: list[int]) 
 # scores -> events
 
 
-def scores_to_events(scores: np.ndarray, classes: list[str], threshold: float = 0.01, nms: str = "local_max",
-                     nms_window: int = 1) -> list[Event]:
-    """Events of one video from its per-frame scores (N, K+1): candidates >= threshold, then per-class NMS.
+def scores_to_events(scores: np.ndarray, classes: list[str], threshold: float = 0.0, nms: str = "local_max",
+                     nms_window: int = 1, top_k: int | None = None) -> list[Event]:
+    """Events of one video from its per-frame scores (N, K+1): candidates >= threshold, then per-class NMS, then
+    (``top_k``) at most that many events per class, the highest-scoring.
 
     ``nms`` (``pespot.postprocess``): ``local_max`` (E2E-Spot: drop an event if another of its class within
     ``nms_window`` frames scores strictly higher), ``greedy`` (keep the best, drop its neighbours, repeat),
@@ -488,8 +493,50 @@ def scores_to_events(scores: np.ndarray, classes: list[str], threshold: float = 
         values = np.where(keep, decayed, values)
     else:
         keep = np.ones(frames.shape, dtype=bool)
+    if top_k is not None:
+        if isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1:
+            raise ConfigError(f"--top-k: expected a positive whole number of events per class, got {top_k!r}")
+        keep &= _top_k_per_group(values, columns, keep, int(top_k))
     return [Event(frame=int(f), label=classes[c], score=float(v))
             for f, c, v in zip(frames[keep], columns[keep], values[keep])]
+
+
+def _top_k_per_group(values: np.ndarray, groups: np.ndarray, alive: np.ndarray, k: int) -> np.ndarray:
+    """Mask of the ``k`` highest ``values`` among the ``alive`` entries of each group (ties: the earlier entry)."""
+    idx = np.flatnonzero(alive)
+    order = idx[np.lexsort((idx, -values[idx], groups[idx]))]  # by group, then score descending, then position
+    grp = groups[order]
+    first = np.searchsorted(grp, grp, side="left")  # where each entry's group starts in ``order``
+    rank = np.arange(len(order)) - first
+    mask = np.zeros(values.shape, dtype=bool)
+    mask[order[rank < k]] = True
+    return mask
+
+
+def predict_videos(predictor: Predictor, videos: list[Video], frames_root: str | Path, *,
+                   overlap: float | None = None, threshold: float | None = None, nms: str | None = None,
+                   nms_window: int | None = None, top_k: int | None = None, batch_size: int | None = None,
+                   progress: bool = False) -> list[VideoPrediction]:
+    """Spot the labelled ``videos`` of a split whose frames are in ``frames_root``: per-frame scores over the
+    labelled frames, then events. Every option defaults to the predictor's run config (``eval.*``)."""
+    from pespot.data.frames import find_video_frames
+
+    ev = predictor.cfg.eval
+    overlap = ev.overlap if overlap is None else overlap
+    threshold = ev.threshold if threshold is None else threshold
+    nms = ev.nms if nms is None else nms
+    nms_window = ev.nms_window if nms_window is None else nms_window
+    top_k = ev.top_k if top_k is None else top_k
+    batch_size = ev.batch_size if batch_size is None else batch_size
+    preds = []
+    for video in videos:
+        source = find_video_frames(frames_root, video.video)
+        scores = predict_scores(predictor, source, overlap=overlap, batch_size=batch_size, progress=progress,
+                                desc=video.video, num_frames=video.num_frames if video.num_frames >= 0 else None)
+        events = scores_to_events(scores, predictor.classes, threshold=threshold, nms=nms, nms_window=nms_window,
+                                  top_k=top_k)
+        preds.append(VideoPrediction(video=video.video, fps=video.fps, scores=scores, events=events))
+    return preds
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -38,7 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-scores", metavar="DIR",
                         help="also write per-frame scores as <DIR>/<video>.npz (for ensembles)")
     parser.add_argument("--overlap", type=float, help="window overlap, fraction of the clip (default: run's eval config, 0.5)")
-    parser.add_argument("--threshold", type=float, help="keep (frame, class) scores >= this (default 0.01)")
+    parser.add_argument("--threshold", type=float,
+                        help="candidates: (frame, class) scores >= this (default: the run's eval.threshold, 0 = "
+                             "every local maximum whatever its score, so no floor decides a ranking; 0.01 = "
+                             "E2E-Spot's softmax setting, which drops calibrated sigmoid scores of rare classes)")
+    parser.add_argument("--top-k", type=int,
+                        help="keep at most this many events per class and video, the best-scoring (default: the "
+                             "run's eval.top_k, none); bounds the output of long videos")
     parser.add_argument("--nms", choices=["local_max", "greedy", "soft", "none"],
                         help="per-class NMS (default local_max, E2E-Spot's)")
     parser.add_argument("--nms-window", type=int, help="NMS window in frames (default 1)")
@@ -73,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
     ev = predictor.cfg.eval
     overlap = ev.overlap if args.overlap is None else args.overlap
     threshold = ev.threshold if args.threshold is None else args.threshold
+    top_k = ev.top_k if args.top_k is None else args.top_k
+    if top_k is not None and top_k < 1:
+        raise ConfigError(f"--top-k: expected a positive number of events per class, got {top_k}")
     nms = ev.nms if args.nms is None else args.nms
     nms_window = ev.nms_window if args.nms_window is None else args.nms_window
     batch_size = ev.batch_size if args.batch_size is None else args.batch_size
@@ -116,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
                 scores = infer.predict_scores(predictor, stream, overlap=overlap, batch_size=batch_size,
                                               progress=not args.quiet, desc=job.video)
                 events = infer.scores_to_events(scores, predictor.classes, threshold=threshold, nms=nms,
-                                                nms_window=nms_window)
+                                                nms_window=nms_window, top_k=top_k)
                 pred = infer.VideoPrediction(video=job.video, fps=stream.fps, scores=scores, events=events)
                 if args.save_scores:
                     infer.write_scores_npz(pred, predictor.classes, args.save_scores)

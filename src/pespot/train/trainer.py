@@ -109,13 +109,15 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
     cfg.out = str(out)
     classes = _load_classes(cfg, ckpt)
     train_videos, val_videos = _load_splits(cfg, classes)
+    map_videos = val_videos[: cfg.train.val_videos] if cfg.train.val_videos else val_videos  # validation mAP
     _check_train_config(cfg)
     # mAP is undefined without a single event (the mean over no class is NaN): select by loss, never log NaN.
-    val_has_events = any(v.events for v in val_videos)
+    val_has_events = any(v.events for v in map_videos)
     if not val_has_events and cfg.train.criterion == "map":
-        raise DataError(f"{Path(cfg.data.root) / (cfg.data.val_split + '.json')}: no events, so the validation mAP "
-                        "that train.criterion=map selects by is undefined; use train.criterion=loss or a "
-                        "validation split with events")
+        which = f"the first {cfg.train.val_videos} videos of " if cfg.train.val_videos else ""
+        raise DataError(f"{Path(cfg.data.root) / (cfg.data.val_split + '.json')}: no events in {which}the split, "
+                        "so the validation mAP that train.criterion=map selects by is undefined; use "
+                        "train.criterion=loss or a validation split with events")
     if ckpt is None:
         _check_fresh_run_folder(out)
 
@@ -243,8 +245,9 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
                 frames, targets = _to_device(batch, device)  # (B, T, 3, H, W), (B, T, K+1)
                 where = f"epoch {epoch + 1}, step {step + 1}"
                 try:
-                    parts = train_step(net, model, loss_fn, optimizer, sam, scheduler, frames, targets, autocast,
-                                       use_projection, step / max(total_steps, 1), gather_fn, info, where)
+                    sam_now = sam if step >= cfg.optim.sam_start * total_steps else None  # optim.sam_start
+                    parts = train_step(net, model, loss_fn, optimizer, sam_now, scheduler, frames, targets,
+                                       autocast, use_projection, step / max(total_steps, 1), gather_fn, info, where)
                 except NonFiniteLossError as err:
                     last = out / "checkpoints" / "last.pt"
                     kept = (f"the last good checkpoint {last} is kept (epoch {_checkpoint_epoch(last)})"
@@ -289,7 +292,7 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
                                evaluate_loss(model, loss_fn, val_loader, autocast, device, info,
                                              use_projection).items()})
             if epoch >= cfg.start_val_epoch and val_has_events:
-                maps = evaluate_map(model, cfg, classes, val_videos, loss_fn, info, progress and info.is_main)
+                maps = evaluate_map(model, cfg, classes, map_videos, loss_fn, info, progress and info.is_main)
                 record["val_map"] = {str(t): v for t, v in maps.items()}
                 record["val_map_selection"] = float(np.mean([maps[t] for t in SELECTION_TOLERANCES]))
             record["lr"] = optimizer.param_groups[0]["lr"]
@@ -429,23 +432,15 @@ def evaluate_map(model: nn.Module, cfg: Config, classes: list[str], videos: list
 
     Each rank scores every ``world_size``-th video; rank 0 computes the mAP and every rank gets the result.
     """
-    from pespot.data.frames import find_video_frames
-    from pespot.infer import Predictor, predict_scores, scores_to_events
+    from pespot.infer import Predictor, predict_videos
 
     tolerances = sorted(set(cfg.eval.tolerances) | set(SELECTION_TOLERANCES))
     model.eval()
     activation = getattr(loss_fn, "score_activation", "softmax" if cfg.loss.classification == "ce" else "sigmoid")
     predictor = Predictor(model=model, cfg=cfg, classes=classes, device=info.device, activation=activation)
     mine = videos[info.rank::info.world_size]
-    preds = []
-    from tqdm import tqdm
-
-    for video in tqdm(mine, desc="val mAP", unit="video", leave=False, disable=not progress, file=sys.stderr):
-        source = find_video_frames(cfg.frames_dir, video.video)
-        scores = predict_scores(predictor, source, overlap=0.0, batch_size=cfg.eval.batch_size, progress=False,
-                                num_frames=video.num_frames)  # (N, K+1)
-        events = scores_to_events(scores, classes, threshold=cfg.eval.threshold, nms="none")
-        preds.append(Video(video=video.video, num_frames=video.num_frames, fps=video.fps, events=events))
+    # E2E-Spot's selection protocol: windows side by side, every candidate of the run's rule, no NMS
+    preds = [p.to_video() for p in predict_videos(predictor, mine, cfg.frames_dir, overlap=0.0, nms="none")]
     model.train()
     gathered = [v for part in ddp.gather_objects(preds, info) for v in part]
     result = None
