@@ -406,7 +406,7 @@ def claim_verdicts(rows: dict[str, dict]) -> list[dict]:
     """Each claim of ``CLAIMS`` whose two rows have results."""
     out = []
     for claim in CLAIMS:
-        if claim.better not in rows or claim.worse not in rows:
+        if not (rows.get(claim.better, {}).get("seeds") and rows.get(claim.worse, {}).get("seeds")):
             continue
         b = [m[claim.measure] for m in rows[claim.better]["measures"].values()]
         w = [m[claim.measure] for m in rows[claim.worse]["measures"].values()]

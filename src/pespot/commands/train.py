@@ -27,8 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE|PRESET",
                         help="YAML config file or preset name (e.g. tennis, soccernetv2, synthetic, "
                              "ablations/clip_64)")
-    parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
-                        help="override a config key, e.g. --set train.epochs=10 (repeatable)")
+    parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="extend", nargs="+", default=[],
+                        help="override config keys, e.g. --set train.epochs=10 optim.lr=2e-3 (several after one --set, "
+                             "or --set repeated)")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue the run in RUN_DIR from checkpoints/last.pt")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
