@@ -96,8 +96,22 @@ ROWS: list[Row] = [
         {**PAPER_KEYS, "loss.classification": "focal", "loss.contrastive": "none"},
         "ASTRM + ASAM + Focal Loss: 70.36 / 76.86"),
 ]
+# The from-scratch recipe's own rows (``--suite recipe``): the paper's model with the synthetic preset, and with one
+# of the recipe's deviations from the paper's training recipe undone.
+RECIPE_ROWS: list[Row] = [
+    Row("recipe", "the paper's model with the synthetic preset's from-scratch recipe", PAPER_KEYS, "–"),
+    Row("recipe-no-fg-upsample", "without foreground clip sampling",
+        {**PAPER_KEYS, "data.fg_upsample": None}, "–"),
+    Row("recipe-zero-residual", "timm's zero-initialised residual branches",
+        {**PAPER_KEYS, "model.residual_init": "zero"}, "–"),
+    Row("recipe-no-prior-bias", "classifier bias 0 instead of the class prior",
+        {**PAPER_KEYS, "model.prior_bias": False}, "–"),
+    Row("recipe-asam-from-start", "ASAM from the first step (the paper) instead of the last quarter",
+        {**PAPER_KEYS, "optim.sam_start": 0.0}, "–"),
+]
+ROWS += RECIPE_ROWS
 ROW_NAMES = [r.name for r in ROWS]
-DEFAULT_ROWS = [n for n in ROW_NAMES if n != "paper-focal"]
+DEFAULT_ROWS = ["e2e-spot", "paper", "paper-gsm", "paper-no-softic", "paper-no-asam", "paper-sam"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +133,38 @@ CLAIMS = [
     Claim("asam-vs-sam", "ASAM is better than SAM", "paper", "paper-sam", "map"),
     Claim("overall", "the paper's model beats E2E-Spot", "paper", "e2e-spot", "map"),
 ]
+
+
+RECIPE_CLAIMS = [
+    Claim("fg-upsample", "foreground clip sampling (data.fg_upsample) speeds learning up", "recipe",
+          "recipe-no-fg-upsample", "map"),
+    Claim("live-residual", "live residual branches (model.residual_init=live) beat timm's zero init from scratch",
+          "recipe", "recipe-zero-residual", "map"),
+    Claim("prior-bias", "the classifier bias at the class prior (model.prior_bias) helps", "recipe",
+          "recipe-no-prior-bias", "map"),
+    Claim("asam-late", "ASAM in the last quarter only (optim.sam_start) beats ASAM from the first step",
+          "recipe", "recipe-asam-from-start", "map"),
+]
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A set of rows, the claims they test and where their report goes."""
+
+    name: str
+    title: str
+    rows: list[str]
+    claims: list[Claim]
+    report: str  # file stem under --results
+    preset: str  # synthetic preset of a generated dataset
+
+
+SUITES = {
+    "paper": Suite("paper", "the paper's model, its ablations and E2E-Spot", DEFAULT_ROWS, CLAIMS, "accuracy",
+                   "bench"),
+    "recipe": Suite("recipe", "the from-scratch recipe, one deviation from the paper's training recipe undone "
+                    "at a time", [r.name for r in RECIPE_ROWS], RECIPE_CLAIMS, "recipe_rows", "small"),
+}
 
 
 def get_row(name: str) -> Row:
@@ -402,10 +448,10 @@ def collect(out: Path, rows: list[str], seeds: list[int], rarest: str, pair: tup
     return report
 
 
-def claim_verdicts(rows: dict[str, dict]) -> list[dict]:
-    """Each claim of ``CLAIMS`` whose two rows have results."""
+def claim_verdicts(rows: dict[str, dict], claims: list[Claim]) -> list[dict]:
+    """Each of ``claims`` whose two rows have results."""
     out = []
-    for claim in CLAIMS:
+    for claim in claims:
         if not (rows.get(claim.better, {}).get("seeds") and rows.get(claim.worse, {}).get("seeds")):
             continue
         b = [m[claim.measure] for m in rows[claim.better]["measures"].values()]
@@ -426,8 +472,11 @@ MEASURE_NAMES = {"map": f"test mAP@{CURVE_TOLERANCE}", "pair": f"mean AP of the 
 
 
 def write_report(out: Path, data_root: Path, results: Path, rows: list[str], seeds: list[int],
-                 command: str) -> dict:
-    """``<results>/accuracy.md``, ``accuracy.json`` and ``accuracy_curves.png`` from the finished cells."""
+                 command: str, suite: Suite | None = None) -> dict:
+    """``<results>/<report>.md``, ``.json`` and ``<report>_curves.png`` from the finished cells (``<report>``:
+    ``accuracy`` for the paper suite, ``recipe_rows`` for the recipe suite)."""
+    suite = suite or SUITES["paper"]
+    stem = suite.report
     from pespot.data.synthetic import dataset_summary
     from pespot.viz import plot_learning_curves
 
@@ -436,34 +485,34 @@ def write_report(out: Path, data_root: Path, results: Path, rows: list[str], see
     dataset = load_dataset(data_root) if (data_root / "test.json").is_file() else None
     rarest, pair = (rarest_class(dataset) if dataset else "net"), long_range_pair()
     table = collect(out, rows, seeds, rarest, pair)
-    claims = claim_verdicts(table)
+    claims = claim_verdicts(table, suite.claims)
     cfg = row_config(get_row("paper"), budget, data_root, Path("run"), 0) if budget else None
-    report = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "out": str(out), "data": str(data_root),
+    report = {"suite": suite.name, "title": suite.title, "command": command, "date": time.strftime("%Y-%m-%d %H:%M"),
+              "out": str(out), "data": str(data_root),
               "budget": budget.to_json() if budget else None, "seeds": seeds, "rarest_class": rarest,
               "long_range_pair": list(pair), "rows": table, "claims": claims,
               "references": references(data_root),
               "dataset": dataset_summary(data_root) if dataset else None,
               "paper_row_config": to_dict(cfg) if cfg else None, "machine": machine(), "versions": versions()}
     results.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(results / "accuracy.json", report)
+    write_json_atomic(results / f"{stem}.json", report)
     curves = {name: list(r["curves"].values()) for name, r in table.items() if r["curves"]}
     if curves:
-        plot_learning_curves(curves, results / "accuracy_curves.png",
+        plot_learning_curves(curves, results / f"{stem}_curves.png",
                              title=f"validation mAP@{CURVE_TOLERANCE} (first {VAL_VIDEOS} val videos), mean ± sd "
                                    "over seeds", ylabel=f"val mAP@{CURVE_TOLERANCE} (%)")
-    write_markdown(report, results / "accuracy.md", cfg)
+    write_markdown(report, results / f"{stem}.md", cfg, f"{stem}_curves.png")
     done = sum(len(r["seeds"]) for r in table.values())
-    print(f"report: {results / 'accuracy.md'} ({done} of {len(rows) * len(seeds)} cells finished)", flush=True)
+    print(f"report: {results / (stem + '.md')} ({done} of {len(rows) * len(seeds)} cells finished)", flush=True)
     return report
 
 
-def write_markdown(report: dict, path: Path, cfg: Config | None) -> None:
-    """``accuracy.md`` from the report JSON."""
+def write_markdown(report: dict, path: Path, cfg: Config | None, curves_png: str = "accuracy_curves.png") -> None:
+    """The markdown report from the report JSON."""
     rarest, pair, budget = report["rarest_class"], report["long_range_pair"], report["budget"]
-    lines = [f"# Accuracy benchmark: the paper's model, its ablations and E2E-Spot on synthetic "
-             f"`{budget['preset'] if budget else 'bench'}`", "",
+    lines = [f"# Accuracy benchmark: {report['title']} on synthetic `{budget['preset'] if budget else '?'}`", "",
              f"Made by `{report['command']}` ({report['date']}); cells may come from several invocations (each "
-             "cell's command, date and versions are in `accuracy.json`).", ""]
+             f"cell's command, date and versions are in `{path.with_suffix('.json').name}`).", ""]
     lines += ["## Results (test split, %, mean ± sd over seeds)", "",
               f"| row | seeds | mAP δ=0 | δ=1 | δ=2 | δ=4 | AP {rarest} δ={CLASS_TOLERANCE} | "
               + " | ".join(f"AP {c} δ={CLASS_TOLERANCE}" for c in pair) + " | train min | test min |",
@@ -489,11 +538,11 @@ def write_markdown(report: dict, path: Path, cfg: Config | None) -> None:
             lines.append(f"| {ref['summary']} | " + " | ".join(f"{100 * m[f'map{t}']:.1f}" for t in TOLERANCES)
                          + f" | {100 * m['rarest']:.1f} | " + " | ".join(f"{100 * m[c]:.1f}" for c in pair) + " |")
     lines += ["", f"Learning curves (validation mAP@{CURVE_TOLERANCE} after every epoch, first {VAL_VIDEOS} val "
-              "videos; thin lines: single seeds, band: mean ± sd):", "", "![learning curves](accuracy_curves.png)",
+              "videos; thin lines: single seeds, band: mean ± sd):", "", f"![learning curves]({curves_png})",
               ""]
-    lines += ["## The paper's claims at this scale", "",
+    lines += ["## The claims at this scale" if report["suite"] != "paper" else "## The paper's claims at this scale", "",
               "A gap counts only when it is larger than the sum of the two rows' standard deviations.", "",
-              "| claim | measure | row the paper favours | other row | gap | spread | verdict |",
+              "| claim | measure | row the claim favours | other row | gap | spread | verdict |",
               "|---|---|---|---|---:|---:|---|"]
     for c in report["claims"]:
         lines.append(f"| {c['text']} | {MEASURE_NAMES[c['measure']]} | `{c['better']}` {_pm(c['better_mean_sd'])} | "
@@ -503,11 +552,10 @@ def write_markdown(report: dict, path: Path, cfg: Config | None) -> None:
               "(SoccerNet-v2 test, tight / loose a-mAP) |", "|---|---|---|---|"]
     for name, r in report["rows"].items():
         row = get_row(name)
-        keys = row.keys if not name.startswith("paper-") else {k: v for k, v in row.keys.items()
-                                                               if PAPER_KEYS.get(k, object()) != v}
+        base = name.split("-")[0] if name.startswith(("paper-", "recipe-")) else None
+        keys = row.keys if base is None else {k: v for k, v in row.keys.items() if PAPER_KEYS.get(k, object()) != v}
         shown = ", ".join(f"`{k}={'null' if v is None else v}`" for k, v in keys.items())
-        lines.append(f"| `{name}` | {row.summary} | {'`paper` with ' if name.startswith('paper-') else ''}{shown} | "
-                     f"{row.paper_row} |")
+        lines.append(f"| `{name}` | {row.summary} | {f'`{base}` with ' if base else ''}{shown} | {row.paper_row} |")
     lines += ["", "## Budget and recipe (the same for every cell)", ""]
     if budget and cfg:
         lines.append(
@@ -563,15 +611,18 @@ def recipe_keys(cfg: Config) -> dict[str, Any]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="data/synth-bench", help="synthetic dataset folder (generated if absent)")
-    p.add_argument("--out", default="runs/accuracy", help="cells' run folders, budget.json, result.json files")
+    p.add_argument("--data", help="synthetic dataset folder, generated if absent (default data/synth-<preset>)")
+    p.add_argument("--out", help="cells' run folders, budget.json, result.json files (default runs/<suite>)")
     p.add_argument("--results", default=str(ROOT / "docs" / "results"), help="where the report goes")
-    p.add_argument("--rows", nargs="+", metavar="NAME", default=DEFAULT_ROWS,
-                   help=f"rows (default: {' '.join(DEFAULT_ROWS)}; also paper-focal)")
+    p.add_argument("--suite", choices=sorted(SUITES), default="paper",
+                   help="paper: the paper's rows on bench (accuracy.md); recipe: the from-scratch recipe's rows on "
+                        "small (recipe_rows.md)")
+    p.add_argument("--rows", nargs="+", metavar="NAME",
+                   help=f"rows (default: the suite's; paper: {' '.join(DEFAULT_ROWS)}; also paper-focal)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds (default 0 1 2)")
     p.add_argument("--steps", type=int, help="optimiser steps per cell (default: budget.json's, else 600)")
     p.add_argument("--epochs", type=int, help="epochs per cell = points of the learning curve (default 8)")
-    p.add_argument("--preset", default="bench", help="synthetic preset of a generated dataset (tiny for tests)")
+    p.add_argument("--preset", help="synthetic preset of a generated dataset (default: the suite's; tiny for tests)")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="extra config keys for every row (recorded)")
     p.add_argument("--jobs", type=int, default=1, help="cells trained at once, one process each (default 1)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
@@ -584,11 +635,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace, command: str) -> int:
     """Do what the arguments say; returns the exit code."""
+    suite = SUITES[args.suite]
+    args.rows = args.rows or suite.rows
+    args.preset = args.preset or suite.preset
+    args.data = args.data or f"data/synth-{args.preset}"
+    args.out = args.out or f"runs/{suite.name}"
     out, data_root, results = Path(args.out), Path(args.data), Path(args.results)
     for name in args.rows:
         get_row(name)
     if args.report_only:
-        write_report(out, data_root, results, args.rows, args.seeds, command)
+        write_report(out, data_root, results, args.rows, args.seeds, command, suite)
         return 0
     ensure_dataset(data_root, args.preset)
     budget = resolve_budget(args, out)
@@ -604,14 +660,14 @@ def run(args: argparse.Namespace, command: str) -> int:
     print(f"{len(todo)} of {len(args.rows) * len(args.seeds)} cells to train, {args.jobs} at a time; budget "
           f"{budget.to_json()}", flush=True)
     failed = run_parallel(todo, args, command)
-    write_report(out, data_root, results, args.rows, args.seeds, command)
+    write_report(out, data_root, results, args.rows, args.seeds, command, suite)
     return 1 if failed else 0
 
 
 def run_parallel(todo: list[tuple[str, int]], args: argparse.Namespace, command: str) -> list[str]:
     """Run the cells in worker processes, ``args.jobs`` at a time; returns the cells that failed."""
-    base = [sys.executable, str(Path(__file__).resolve()), "--data", args.data, "--out", args.out, "--preset",
-            args.preset, "--threads", str(args.threads), "--device", args.device, "--quiet"]
+    base = [sys.executable, str(Path(__file__).resolve()), "--suite", args.suite, "--data", args.data, "--out",
+            args.out, "--preset", args.preset, "--threads", str(args.threads), "--device", args.device, "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1", "ACCURACY_COMMAND": command}
     running: list[tuple[str, subprocess.Popen]] = []
     failed: list[str] = []

@@ -270,3 +270,14 @@ def test_stats_lists_every_problem(tmp_path, capsys):
     assert err[0].endswith("train.json: entry 0 (video 'v1'), event 0: frame 9 outside [0, 5)")
     assert err[1].endswith("train.json: entry 0 (video 'v1'), event 1: unknown class 'b' (classes: a)")
     assert "2 problem(s)" in err[2]
+
+
+def test_stats_of_a_synth_folder_skips_its_description_file(tiny_dataset, capsys):
+    # The README's tour: `pespot synth data/synth --preset tiny` then `pespot stats data/synth`. The folder also
+    # holds synth.json (a JSON object describing how it was made), which is not a split.
+    from pespot.cli import main
+
+    assert (tiny_dataset / "synth.json").is_file()
+    assert main(["stats", str(tiny_dataset), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert list(report["splits"]) == ["train", "val", "test"]

@@ -216,3 +216,18 @@ def test_synthetic_preset_trains_and_the_loss_falls(tiny_data, tmp_path, capsys)
     assert summary["steps"] == 18 and summary["best_epoch"] == 3
     records = read_metrics(run)
     assert records[-1]["train_total"] < 0.7 * records[0]["train_total"]
+
+
+def test_a_one_epoch_run_selects_by_the_map_it_computed(tiny_data, tmp_path, capsys):
+    # The synthetic preset starts validation mAP at its 3rd epoch; `--set train.epochs=1` must still just work:
+    # the mAP is computed on the last (only) epoch and the selection line says so.
+    run = tmp_path / "short"
+    code = main(["train", "--config", "synthetic", "--json", "--set", f"data.root={tiny_data}", f"out={run}",
+                 "model.clip_len=8", "data.height=32", "data.num_workers=0", "train.batch_size=2",
+                 "train.clips_per_epoch=2", "train.epochs=1", "train.val_clips=2", "train.threads=1"])
+    assert code == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["best_epoch"] == 1 and summary["criterion"] == "map"
+    assert "model selection: mean validation mAP" in captured.err and "from epoch 1" in captured.err
+    assert "val_map" in read_metrics(run)[0]

@@ -74,10 +74,20 @@ def _split_files(data: Path) -> list[tuple[str, Path]]:
     if not data.is_dir():
         raise PespotError(f"{data}: no such dataset folder or label file")
     files = {p.stem: p for p in sorted(data.glob("*.json"))}
-    names = [s for s in _SPLIT_ORDER if s in files] + [s for s in files if s not in _SPLIT_ORDER]
+    # Other JSON files are splits only when they hold a list of videos: a folder also holds files such as
+    # pespot synth's synth.json (a description of how it was made), which are not label files.
+    names = [s for s in _SPLIT_ORDER if s in files] + [s for s in files
+                                                        if s not in _SPLIT_ORDER and _is_video_list(files[s])]
     if not names:
         raise PespotError(f"{data}: no split files (expected train.json, val.json, test.json...)")
     return [(n, files[n]) for n in names]
+
+
+def _is_video_list(path: Path) -> bool:
+    try:
+        return isinstance(json.loads(path.read_text()), list)
+    except (OSError, ValueError):
+        return True  # unreadable: let the split reader report it
 
 
 def collect(data: str | Path, classes_path: str | Path | None = None) -> dict[str, Any]:

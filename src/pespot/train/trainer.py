@@ -234,6 +234,9 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
         log = _logger(bar, progress and info.is_main)
         log(f"training {cfg.name}: {epochs} epochs x {steps_per_epoch} steps of {batch_size} clips x "
             f"{info.world_size} process(es) on {device}; run folder {out}")
+        # A run shorter than train.start_val_epoch still selects by validation mAP: on its last epoch.
+        first_map_epoch = min(cfg.start_val_epoch, epochs - 1)
+        log(_selection_line(cfg, first_map_epoch))
         window = _LossSums()  # losses since the last progress/TensorBoard update
         stopped = False
         while epoch < epochs and not stopped:
@@ -291,7 +294,7 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
                 record.update({f"val_{k}": v for k, v in
                                evaluate_loss(model, loss_fn, val_loader, autocast, device, info,
                                              use_projection).items()})
-            if epoch >= cfg.start_val_epoch and val_has_events:
+            if epoch >= first_map_epoch and val_has_events:
                 maps = evaluate_map(model, cfg, classes, map_videos, loss_fn, info, progress and info.is_main)
                 record["val_map"] = {str(t): v for t, v in maps.items()}
                 record["val_map_selection"] = float(np.mean([maps[t] for t in SELECTION_TOLERANCES]))
@@ -641,10 +644,6 @@ def _check_train_config(cfg: Config) -> None:
         raise ConfigError(f"config key 'train.log_every': expected a positive value, got {cfg.train.log_every}")
     if cfg.train.save_every_steps < 0:
         raise ConfigError(f"config key 'train.save_every_steps': expected >= 0, got {cfg.train.save_every_steps}")
-    if cfg.train.criterion == "map" and cfg.start_val_epoch >= cfg.train.epochs:
-        raise ConfigError(f"config key 'train.start_val_epoch': {cfg.start_val_epoch} >= train.epochs "
-                          f"({cfg.train.epochs}), so no epoch computes the validation mAP that "
-                          "train.criterion=map selects by")
     if cfg.train.criterion == "loss" and cfg.train.val_clips == 0:
         raise ConfigError("config key 'train.val_clips': 0 clips, but train.criterion=loss selects by "
                           "validation loss")
@@ -872,6 +871,18 @@ def ddp_mean(sums: _LossSums, info: DistInfo) -> dict[str, float]:
                           device=info.device)
     totals = ddp.all_reduce_sum(values, info).tolist()
     return {k: v / max(totals[-1], 1.0) for k, v in zip(keys, totals[:-1])}
+
+
+def _selection_line(cfg: Config, first_map_epoch: int) -> str:
+    """Which criterion selects best.pt, and from which epoch on."""
+    if cfg.train.criterion == "loss":
+        return "model selection: lowest validation loss"
+    note = ""
+    if first_map_epoch < cfg.start_val_epoch:
+        note = f" (train.start_val_epoch={cfg.start_val_epoch} is at or past the end of this {cfg.train.epochs}-epoch run)"
+    videos = f"first {cfg.train.val_videos} " if cfg.train.val_videos else ""
+    return (f"model selection: mean validation mAP at {', '.join(map(str, SELECTION_TOLERANCES))} frames on the "
+            f"{videos}validation videos, from epoch {first_map_epoch + 1}{note}")
 
 
 def _selection_score(cfg: Config, record: dict) -> float | None:
