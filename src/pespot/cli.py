@@ -22,6 +22,8 @@ COMMANDS = [
     ("info", "info", "parameters (total and per part) and GFLOPs per clip of a model config"),
     ("train", "train", "train a spotting model from a config (multi-GPU with torchrun)"),
     ("infer", "infer", "spot events in raw videos, frame folders or a split file"),
+    ("stream", "stream", "spot events in a live stream (file, URL or stdin) as frames arrive, as JSON lines"),
+    ("export", "export", "export a trained spotter to ONNX or TorchScript"),
     ("eval", "eval", "mAP at frame tolerances, or the official SoccerNet average-mAP"),
     ("demo", "demo", "the main job end to end on a synthetic dataset: synth, train, infer, evaluate"),
 ]

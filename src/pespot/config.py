@@ -158,6 +158,7 @@ class EvalConfig:
     nms_window: int = 1  # frames
     batch_size: int = 4  # windows per forward pass
     soccernet_metric: str = "tight"  # tight | loose | at1 .. at5
+    tta: str = "none"  # test-time augmentation: none | flip (mean of the scores of each clip and its mirror)
 
 
 @dataclass
@@ -426,6 +427,7 @@ _CHOICES = {
     "train.criterion": ("map", "loss"),
     "train.amp": ("auto", "bf16", "none"),
     "eval.nms": ("local_max", "greedy", "soft", "none"),
+    "eval.tta": ("none", "flip"),
 }
 
 

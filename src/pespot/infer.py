@@ -49,6 +49,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 NMS_CHOICES = ("local_max", "greedy", "soft", "none")
+TTA_CHOICES = ("none", "flip")  # flip: mean of the scores of each window and of its horizontal mirror
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -59,12 +60,16 @@ NMS_CHOICES = ("local_max", "greedy", "soft", "none")
 class Predictor:
     """A trained spotter ready for inference, with the preprocessing it was trained with."""
 
-    model: torch.nn.Module  # eval mode, on ``device``
+    model: torch.nn.Module | None  # eval mode, on ``device``; None when ``engine`` scores the windows
     cfg: Config
     classes: list[str]  # classes[i] is model output i + 1 (0 is background)
     device: torch.device
     activation: str  # "sigmoid" (bce, focal) | "softmax" (ce)
     source: str = ""  # checkpoint path, for messages
+    # An exported model (pespot.export.OnnxEngine): normalised frames (B, T, 3, H, W) -> scores (B, T, K+1),
+    # activation included. None: ``model`` (PyTorch).
+    engine: Any = None
+    tta: str = "none"  # test-time augmentation of every window: none | flip (TTA_CHOICES)
 
     @property
     def clip_len(self) -> int:
@@ -142,11 +147,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def load_predictor(run_or_ckpt: str | Path, device: str | torch.device = "auto",
-                   classes: list[str] | None = None, classes_source: str = "--classes") -> Predictor:
+                   classes: list[str] | None = None, classes_source: str = "--classes",
+                   tta: str | None = None) -> Predictor:
     """Rebuild the model of a run folder or checkpoint for inference (eval mode, on ``device``).
 
     ``classes`` optionally renames the classes (e.g. a dataset's ``class.txt``, named ``classes_source`` in
-    messages); it must have as many names as the checkpoint.
+    messages); it must have as many names as the checkpoint. ``tta``: none | flip (default: the run's
+    ``eval.tta``).
     """
     from pespot.model.spotter import build_model
 
@@ -175,8 +182,11 @@ def load_predictor(run_or_ckpt: str | Path, device: str | torch.device = "auto",
                         f"classes): {detail}") from None
     model.eval().to(dev)  # build_model already put the backbone in channels_last when the config says so
     activation = "softmax" if cfg.loss.classification == "ce" else "sigmoid"
+    tta = cfg.eval.tta if tta is None else tta
+    if tta not in TTA_CHOICES:
+        raise ConfigError(f"--tta '{tta}': expected one of {', '.join(TTA_CHOICES)}")
     return Predictor(model=model, cfg=cfg, classes=ckpt_classes, device=dev, activation=activation,
-                     source=str(path))
+                     source=str(path), tta=tta)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -394,12 +404,13 @@ class _ScoreAccumulator:
 
 def predict_scores(predictor: Predictor, source: Any, overlap: float = 0.5, batch_size: int = 4,
                    progress: bool = True, desc: str | None = None,
-                   num_frames: int | None = None) -> np.ndarray:
+                   num_frames: int | None = None, tta: str | None = None) -> np.ndarray:
     """Per-frame scores (N, K+1) of a whole video: sliding windows, mean over the windows covering a frame.
 
     ``source`` is a ``FrameSource``, a ``FrameStream``, a video file (decoded on the fly at the model's
     height) or a frame folder / compact mp4 store. Column 0 is background; column ``i + 1`` is
     ``predictor.classes[i]``. ``num_frames`` limits the frames read (a split may label fewer than stored).
+    ``tta``: none | flip (default: ``predictor.tta``).
     """
     if batch_size <= 0:
         raise ConfigError(f"--batch-size: expected a positive integer, got {batch_size}")
@@ -416,7 +427,7 @@ def predict_scores(predictor: Predictor, source: Any, overlap: float = 0.5, batc
 
     def flush() -> None:
         windows = np.stack([frames for _, frames, _ in pending])  # (B, T, H, W, 3)
-        scores = _score_windows(predictor, windows, [valid for _, _, valid in pending])  # (B, T, K+1)
+        scores = _score_windows(predictor, windows, [valid for _, _, valid in pending], tta=tta)  # (B, T, K+1)
         for (start, _, valid), window_scores in zip(pending, scores):
             acc.add(start, window_scores[:valid])
         bar.update(max(acc.length - bar.n, 0))
@@ -442,17 +453,35 @@ def predict_scores(predictor: Predictor, source: Any, overlap: float = 0.5, batc
 
 
 @torch.inference_mode()
-def _score_windows(predictor: Predictor, windows: np.ndarray, valid: list[int]) -> np.ndarray:
+def _score_windows(predictor: Predictor, windows: np.ndarray, valid: list[int], tta: str | None = None
+                   ) -> np.ndarray:
     """uint8 windows (B, T, H, W, 3) with ``valid`` real frames each -> per-frame class probabilities
-    (B, T, K+1) as float32 numpy."""
+    (B, T, K+1) as float32 numpy.
+
+    ``tta='flip'`` (default: ``predictor.tta``) scores each window and its horizontal mirror in one batch and
+    returns the mean of the two probabilities. ``predictor.engine``, when set, runs the network instead of
+    ``predictor.model``.
+    """
+    tta = predictor.tta if tta is None else tta
+    if tta not in TTA_CHOICES:
+        raise ConfigError(f"--tta '{tta}': expected one of {', '.join(TTA_CHOICES)}")
     batch = torch.from_numpy(np.ascontiguousarray(windows)).to(predictor.device, non_blocking=True)
+    num_windows = batch.shape[0]
+    if tta == "flip":
+        batch = torch.cat([batch, batch.flip(3)])  # (2B, T, H, W, 3): the windows, then their mirrors (W axis)
+        valid = list(valid) * 2
     x = _normalise(batch, valid)  # (B, T, 3, H, W)
-    amp = predictor.amp_dtype
-    ctx = torch.autocast(predictor.device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
-    with ctx:
-        logits = predictor.model(x)  # (B, T, K+1)
-    logits = logits.float()
-    probs = torch.softmax(logits, dim=-1) if predictor.activation == "softmax" else torch.sigmoid(logits)
+    if predictor.engine is not None:
+        probs = torch.from_numpy(predictor.engine(x))  # the exported model includes the activation
+    else:
+        amp = predictor.amp_dtype
+        ctx = torch.autocast(predictor.device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+        with ctx:
+            logits = predictor.model(x)  # (B, T, K+1)
+        logits = logits.float()
+        probs = torch.softmax(logits, dim=-1) if predictor.activation == "softmax" else torch.sigmoid(logits)
+    if tta == "flip":
+        probs = (probs[:num_windows] + probs[num_windows:]) / 2
     return probs.cpu().numpy()
 
 
@@ -516,9 +545,10 @@ def _top_k_per_group(values: np.ndarray, groups: np.ndarray, alive: np.ndarray, 
 def predict_videos(predictor: Predictor, videos: list[Video], frames_root: str | Path, *,
                    overlap: float | None = None, threshold: float | None = None, nms: str | None = None,
                    nms_window: int | None = None, top_k: int | None = None, batch_size: int | None = None,
-                   progress: bool = False) -> list[VideoPrediction]:
+                   progress: bool = False, tta: str | None = None) -> list[VideoPrediction]:
     """Spot the labelled ``videos`` of a split whose frames are in ``frames_root``: per-frame scores over the
-    labelled frames, then events. Every option defaults to the predictor's run config (``eval.*``)."""
+    labelled frames, then events. Every option defaults to the predictor's run config (``eval.*``); ``tta``
+    defaults to ``predictor.tta``."""
     from pespot.data.frames import find_video_frames
 
     ev = predictor.cfg.eval
@@ -532,7 +562,8 @@ def predict_videos(predictor: Predictor, videos: list[Video], frames_root: str |
     for video in videos:
         source = find_video_frames(frames_root, video.video)
         scores = predict_scores(predictor, source, overlap=overlap, batch_size=batch_size, progress=progress,
-                                desc=video.video, num_frames=video.num_frames if video.num_frames >= 0 else None)
+                                desc=video.video, num_frames=video.num_frames if video.num_frames >= 0 else None,
+                                tta=tta)
         events = scores_to_events(scores, predictor.classes, threshold=threshold, nms=nms, nms_window=nms_window,
                                   top_k=top_k)
         preds.append(VideoPrediction(video=video.video, fps=video.fps, scores=scores, events=events))

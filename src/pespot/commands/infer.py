@@ -7,6 +7,12 @@ Video ids: the file stem of a video, the folder name of a frame folder, the JSON
 An input that fails (missing path, corrupt video, empty folder) is reported on stderr in one line naming it;
 the others still run, the exit code is non-zero, and the output files hold the videos that succeeded. Outputs
 are written atomically once all inputs are done (per-video score files as each video finishes).
+
+Engines: ``--engine torch`` (default) rebuilds the model from the checkpoint; ``--engine onnx`` runs the model
+exported by ``pespot export RUN --format onnx`` with onnxruntime (RUN_OR_CKPT = the run folder, whose
+export/spotter.onnx must come from its current checkpoint, or the .onnx file; or ``--model FILE.onnx``).
+Both cut the same windows and apply the same NMS. ``--tta flip`` averages each window's scores with those of
+its horizontal mirror.
 """
 
 from __future__ import annotations
@@ -49,9 +55,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="per-class NMS (default local_max, E2E-Spot's)")
     parser.add_argument("--nms-window", type=int, help="NMS window in frames (default 1)")
     parser.add_argument("--batch-size", type=int, help="windows per forward pass (default 4)")
+    parser.add_argument("--tta", choices=["none", "flip"],
+                        help="test-time augmentation: flip = mean of the scores of each window and its horizontal "
+                             "mirror (twice the compute; default: the run's eval.tta, none)")
+    parser.add_argument("--engine", choices=["torch", "onnx"], default="torch",
+                        help="torch (default) | onnx: onnxruntime (CUDA provider when present, else CPU) on the "
+                             "model made by `pespot export --format onnx`: RUN_OR_CKPT is then that .onnx file or "
+                             "a run folder holding export/spotter.onnx")
+    parser.add_argument("--model", metavar="FILE.onnx", help="with --engine onnx: this exported model instead")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--json", action="store_true", help="print the final summary as one JSON object")
+
+
+def load_engine(args: argparse.Namespace, classes: list[str] | None):
+    """The predictor ``--engine`` (and ``--model``, ``--tta``, ``--device``) ask for; shared with ``pespot stream``."""
+    from pespot import infer
+
+    if args.model and args.engine != "onnx":
+        raise ConfigError("--model: only with --engine onnx (the torch engine reads RUN_OR_CKPT)")
+    if args.engine == "onnx":
+        from pespot.export import load_onnx_predictor
+
+        predictor = load_onnx_predictor(args.model or args.run, device=args.device, classes=classes,
+                                        classes_source=args.classes or "--classes")
+    else:
+        predictor = infer.load_predictor(args.run, device=args.device, classes=classes,
+                                         classes_source=args.classes or "--classes")
+    if args.tta is not None:
+        predictor.tta = args.tta
+    return predictor
 
 
 @dataclass
@@ -74,8 +107,7 @@ def run(args: argparse.Namespace) -> int:
     if args.fps is not None and args.fps <= 0:
         raise ConfigError(f"--fps: expected a positive frame rate, got {args.fps}")
     classes = load_classes(args.classes) if args.classes else None
-    predictor = infer.load_predictor(args.run, device=args.device, classes=classes,
-                                     classes_source=args.classes or "--classes")
+    predictor = load_engine(args, classes)
     ev = predictor.cfg.eval
     overlap = ev.overlap if args.overlap is None else args.overlap
     threshold = ev.threshold if args.threshold is None else args.threshold

@@ -1,0 +1,124 @@
+"""`pespot stream RUN_OR_CKPT SOURCE`: spot events in a live stream as it arrives, one JSON line per event.
+
+    pespot stream runs/tennis match.mp4                                  # a file, read as a stream
+    pespot stream runs/tennis http://camera.local/live.ts --out events.jsonl
+    ffmpeg -i rtsp://camera/feed -c copy -f mpegts - | pespot stream runs/tennis - --lookahead 31
+
+SOURCE is a video file, a URL FFmpeg reads (http://, https://, rtsp://, udp://, ...) or - (a container on
+standard input; give --format when FFmpeg cannot guess it, e.g. mpegts). Frames are decoded as they arrive and
+windows are run as soon as they are full; each event is written as one JSON line
+{"video", "frame", "time", "label", "score"} to stdout (or --out FILE.jsonl, flushed line by line) the moment
+it is final: when no later window can change its score or its NMS neighbourhood.
+
+Latency: --lookahead L (frames, 0 to clip_len - 1) is how many frames after a frame the windows that score it
+may reach. The default, clip_len - 1, counts every window covering the frame, so the events are exactly those of
+`pespot infer` on the same file; smaller values lower the latency to L frames (+ the NMS window) and run more
+windows (clip_len / min(stride, L + 1) model frames per frame). Memory is bounded whatever the stream's length.
+
+Threshold, NMS and window overlap come from the run's eval config (or the options); eval.top_k is per video and
+is not applied to a stream. --nms greedy or soft can make a decision wait for a chain of candidates; after
+--max-delay frames it is forced (counted in the summary; only then may stream and infer differ).
+
+End of stream, Ctrl-C, or a source fault (no data for --timeout seconds, a dropped connection, a stream that
+ends mid-packet) ends the stream where it is: the frames received are scored as if the stream ended there,
+their events are written, and a one-line message says what happened (exit 0 at a clean end, 1 after a fault,
+130 after Ctrl-C). A summary goes to stderr (one JSON object with --json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pespot.errors import ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``pespot stream``."""
+    parser.add_argument("run", metavar="RUN_OR_CKPT",
+                        help="run folder (checkpoints/best.pt, else last.pt) or checkpoint file")
+    parser.add_argument("source", metavar="SOURCE",
+                        help="video file, URL (http://, rtsp://, udp://, ...) or - for standard input")
+    parser.add_argument("--out", metavar="FILE.jsonl", help="write the JSON lines here instead of stdout")
+    parser.add_argument("--video", metavar="NAME", help="video id in the events (default: the file or URL stem, "
+                        "'stdin' for -)")
+    parser.add_argument("--lookahead", type=int, metavar="FRAMES",
+                        help="frames after a frame that its windows may reach, 0 .. clip_len-1 (default "
+                             "clip_len-1: the events of `pespot infer`; smaller = lower latency, more windows)")
+    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="a read (or the opening) waiting longer than this for data ends the stream (default 10)")
+    parser.add_argument("--format", metavar="FMT", help="FFmpeg input format when it cannot be guessed (e.g. "
+                        "mpegts on a pipe, lavfi for a generated test stream)")
+    parser.add_argument("--fps", type=float, help="frame rate when the source gives none (for the 'time' field)")
+    parser.add_argument("--threshold", type=float, help="candidates: scores >= this (default: the run's "
+                        "eval.threshold)")
+    parser.add_argument("--nms", choices=["local_max", "greedy", "soft", "none"],
+                        help="per-class NMS (default: the run's eval.nms, local_max)")
+    parser.add_argument("--nms-window", type=int, help="NMS window in frames (default: the run's eval.nms_window)")
+    parser.add_argument("--overlap", type=float, help="window overlap, fraction of the clip (default: the run's "
+                        "eval.overlap, 0.5)")
+    parser.add_argument("--max-delay", type=int, metavar="FRAMES",
+                        help="greedy/soft NMS: force a decision still open after this many frames (default 10 "
+                             "clips)")
+    parser.add_argument("--tta", choices=["none", "flip"],
+                        help="test-time augmentation: flip = mean of each window's scores and its mirror's")
+    parser.add_argument("--engine", choices=["torch", "onnx"], default="torch",
+                        help="torch (default) | onnx: the model made by `pespot export --format onnx` (RUN_OR_CKPT "
+                             "= that .onnx file or a run folder holding export/spotter.onnx)")
+    parser.add_argument("--model", metavar="FILE.onnx", help="with --engine onnx: this exported model instead")
+    parser.add_argument("--classes", metavar="FILE", help="class.txt naming the model's classes (same number)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    parser.add_argument("--quiet", action="store_true", help="no summary on stderr (errors still)")
+    parser.add_argument("--json", action="store_true", help="print the summary on stderr as one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Stream; returns 0 at a clean end, 1 after a source fault, 130 after Ctrl-C."""
+    from pespot import stream
+    from pespot.commands.infer import load_engine
+    from pespot.data.labels import load_classes
+    from pespot.export import engine_description
+
+    if args.fps is not None and args.fps <= 0:
+        raise ConfigError(f"--fps: expected a positive frame rate, got {args.fps}")
+    classes = load_classes(args.classes) if args.classes else None
+    predictor = load_engine(args, classes)
+    # Options are checked (and the spotter built) before the source is opened or the output file created.
+    stream.StreamSpotter(predictor, overlap=args.overlap, lookahead=args.lookahead, threshold=args.threshold,
+                         nms=args.nms, nms_window=args.nms_window, max_delay=args.max_delay)
+    source = stream.LiveSource(args.source, height=predictor.height, timeout=args.timeout, fmt=args.format,
+                               fps=args.fps, name=args.video)
+    writer = stream.JsonLinesWriter(args.out)
+    try:
+        report = stream.run_stream(predictor, source, writer, overlap=args.overlap, lookahead=args.lookahead,
+                                   threshold=args.threshold, nms=args.nms, nms_window=args.nms_window,
+                                   max_delay=args.max_delay)
+    finally:
+        writer.close()
+
+    for warning in report.warnings:
+        print(f"pespot stream: warning: {warning}", file=sys.stderr)
+    if report.error:
+        print(f"pespot stream: error: {report.error}; the {report.events} events of the {report.frames} frames "
+              f"before it were written", file=sys.stderr)
+    if report.interrupted:
+        print(f"pespot stream: interrupted after {report.frames} frames; their {report.events} events were written",
+              file=sys.stderr)
+    if args.json:
+        summary = report.to_json()
+        summary.update(engine=engine_description(predictor), out=args.out or "stdout",
+                       fps_processed=round(report.frames / report.seconds, 2) if report.seconds > 0 else None)
+        print(json.dumps(summary), file=sys.stderr)
+    elif not args.quiet:
+        speed = report.frames / report.seconds if report.seconds > 0 else 0.0
+        line = (f"{report.video}: {report.frames} frames, {report.events} events in {report.seconds:.1f} s "
+                f"({speed:.1f} frames/s, {engine_description(predictor)})")
+        latency = stream.latency_seconds(report.max_latency_frames, report.fps)
+        line += f"; worst latency {report.max_latency_frames} frames"
+        if latency is not None:
+            line += f" ({latency:.2f} s of stream)"
+        print(line, file=sys.stderr)
+    if report.interrupted:
+        return 130
+    return 1 if report.error else 0

@@ -1,0 +1,640 @@
+"""Live spotting: frames in as they arrive (a file, a URL FFmpeg reads, or standard input), events out the moment
+they are final.
+
+Three stages, each holding a bounded amount of data whatever the stream's length:
+
+1. ``LiveSource`` decodes the source in order with PyAV (one frame at a time, resized to the model's height as
+   ``pespot infer`` does) and turns source faults into one-line errors: a read that waits longer than the
+   timeout (a stall), a connection that breaks (a drop), a stream that ends inside a packet (a truncation).
+2. ``StreamScorer`` keeps the last clip of frames and runs a window each time one is full: windows start at 0,
+   s, 2s, ... (``s`` from the run's ``eval.overlap``, as ``pespot infer``). A frame's score is the mean over the
+   windows that cover it **and end at most ``lookahead`` frames after it**; once no later window can add to
+   it, it is final. With the full look-ahead (``clip_len - 1``, the default) every covering window counts and
+   the scores are those of ``pespot infer``. A smaller look-ahead L lowers the latency to L frames (the first
+   ``clip_len`` frames wait for the first window) and runs windows every ``min(s, L + 1)`` frames, so that
+   every frame has one; it costs ``clip_len / min(s, L + 1)`` model frames per frame.
+3. ``EventFinaliser`` turns final scores into events exactly as ``pespot.infer.scores_to_events`` does on the
+   whole video (threshold, then per-class NMS), emitting an event once nothing later can change it:
+   ``local_max`` decides a frame when the ``nms_window`` frames after it are final; ``greedy`` decides an event
+   once every higher-scoring neighbour is decided (a chain of rising scores can delay it); ``soft`` decides a
+   run of candidates of a class once ``nms_window`` frames without a candidate follow it. A decision still
+   open after ``max_delay`` frames (``greedy``/``soft`` with a low threshold) is forced as if the stream ended
+   there (``forced`` counts them; only then can stream and ``pespot infer`` differ). ``top_k`` is per video
+   and has no streaming form: it is not applied.
+
+When the stream ends, fails, or is interrupted, the frames received are scored as if the stream had ended
+there (the last, zero-padded window as in ``pespot infer``) and their events are emitted: nothing already
+received is lost.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from pespot.data.labels import Event
+from pespot.errors import ConfigError, DataError
+
+NOT_CANDIDATE, UNDECIDED, KEPT, DROPPED = -1, 0, 1, 2
+NETWORK_SCHEMES = ("http://", "https://", "rtsp://", "rtsps://", "rtmp://", "udp://", "tcp://", "srt://", "rtp://")
+DEFAULT_TIMEOUT = 10.0  # seconds without data before a source counts as stalled
+DAMAGED_TAIL = 8  # a frame decoded with errors among the last this many frames means the stream was cut
+
+
+class SourceError(DataError):
+    """The source failed after it was opened: ``kind`` is stall, drop or truncated; ``frames`` were decoded."""
+
+    def __init__(self, message: str, kind: str, frames: int) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.frames = frames
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 1. the source
+
+
+def source_name(source: str) -> str:
+    """The video id of a source: a file's stem, a URL's last path element (without suffix), 'stdin' for '-'."""
+    if source == "-":
+        return "stdin"
+    if source.startswith(NETWORK_SCHEMES):
+        tail = source.split("://", 1)[1].split("?", 1)[0].rstrip("/")
+        last = tail.rsplit("/", 1)[-1] if "/" in tail else tail
+        return Path(last).stem or last or "stream"
+    return Path(source).stem or source
+
+
+class LiveSource:
+    """A video source read once, in order: a file, a URL FFmpeg reads (http, rtsp, udp...), or '-' (a container
+    on standard input). ``frames()`` yields uint8 (H, W, 3) frames at ``height`` (aspect kept, as
+    ``pespot infer`` reads videos).
+
+    ``timeout``: seconds a read (and the opening) may wait for data. ``fmt``: FFmpeg's input format when it
+    cannot be guessed (e.g. ``mpegts`` on a pipe, ``lavfi`` for a generated test stream).
+    """
+
+    def __init__(self, source: str, height: int | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 fmt: str | None = None, fps: float | None = None, name: str | None = None) -> None:
+        import av
+
+        from pespot.data.frames import av_error_reason, resized_size
+
+        if not timeout > 0:
+            raise ConfigError(f"--timeout: expected a positive number of seconds, got {timeout}")
+        self.source = source
+        self.name = name or source_name(source)
+        self.timeout = float(timeout)
+        url = "pipe:0" if source == "-" else source
+        self.label = "standard input" if source == "-" else source  # for messages
+        if fmt is None and source != "-" and not source.startswith(NETWORK_SCHEMES):
+            path = Path(source)
+            if not path.exists():
+                raise DataError(f"{source}: no such video file (expected a file, a URL such as http://, rtsp://, "
+                                "udp://, or - for standard input)")
+            if path.is_dir():
+                raise DataError(f"{source}: is a folder; pespot stream reads one video (a file, URL or -)")
+        try:
+            self.container = av.open(url, format=fmt, timeout=(self.timeout, self.timeout),
+                                     metadata_errors="ignore")
+        except av.ExitError:
+            raise DataError(f"{self.label}: no data within {self.timeout:g} s (--timeout) while opening") from None
+        except av.FFmpegError as err:
+            raise DataError(f"{self.label}: cannot open as a video stream ({av_error_reason(err)})") from None
+        except (OSError, ValueError) as err:  # ConnectionRefusedError and friends come through as OSError
+            reason = getattr(err, "strerror", None) or str(err)
+            raise DataError(f"{self.label}: cannot open as a video stream ({reason})") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise DataError(f"{self.label}: no video stream")
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "SLICE"  # frame threading would hold frames back: latency
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        self.fps = float(fps) if fps else (float(rate) if rate else None)
+        ctx = self.stream.codec_context
+        self.source_width, self.source_height = ctx.width, ctx.height
+        if self.source_width <= 0 or self.source_height <= 0:
+            self.container.close()
+            raise DataError(f"{self.label}: video stream has no frame size")
+        self.width, self.height = resized_size(self.source_width, self.source_height, height)
+        self.declared_frames = int(self.stream.frames or 0)  # 0 when the container does not say (live, ts, mkv)
+        self.decoded = 0
+        self.corrupt_frames = 0  # decoded with errors (concealed): counted and reported
+        self.skipped_packets = 0  # undecodable packets followed by good ones: counted and reported
+        self._last_corrupt = -(10**9)  # index of the last frame decoded with errors
+
+    def close(self) -> None:
+        """Release the container (and its connection); ``frames()`` does it when it ends."""
+        self.container.close()
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """Decoded frames in order; a ``SourceError`` when the source stalls, drops or ends mid-packet (after the
+        frames decoded before the fault have been yielded)."""
+        import av
+        import av.logging
+
+        from pespot.data.frames import av_error_reason
+
+        level = av.logging.get_level()
+        av.logging.set_level(av.logging.ERROR)  # FFmpeg's own account of a truncation ("File ended prematurely")
+        pending: str | None = None  # the error of the last undecodable packets, until good data follows them
+        failed = 0  # how many packets in a row could not be decoded
+        try:
+            # All threads: the decoder's slice threads log too (and would otherwise print to stderr).
+            with av.logging.Capture(local=False) as logs:
+                try:
+                    for packet in self.container.demux(self.stream):
+                        try:
+                            decoded = packet.decode()
+                        except av.ExitError:
+                            raise
+                        except av.FFmpegError as err:
+                            pending, failed = av_error_reason(err), failed + 1
+                            continue
+                        if decoded and pending is not None and packet.size > 0:  # a glitch, not the end
+                            # (the empty packet at the end only flushes frames the decoder held back)
+                            self.skipped_packets += failed
+                            pending, failed = None, 0
+                        for frame in decoded:
+                            yield self._to_array(frame)
+                except av.ExitError:
+                    raise SourceError(f"{self.label}: no data for {self.timeout:g} s (--timeout): the source "
+                                      f"stalled after {self.decoded} frames", "stall", self.decoded) from None
+                except av.InvalidDataError as err:
+                    pending = av_error_reason(err)  # the container itself is cut or corrupt
+                except (av.FFmpegError, OSError) as err:
+                    reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+                    raise SourceError(f"{self.label}: the source dropped after {self.decoded} frames ({reason})",
+                                      "drop", self.decoded) from None
+            truncation = _truncation_message(logs) or pending
+            if truncation is None and self.declared_frames and self.decoded < self.declared_frames:
+                truncation = f"the header says {self.declared_frames} frames"
+            if truncation is None and self._last_corrupt >= self.decoded - DAMAGED_TAIL:
+                # A clean stream has no damaged frame; one among the last few (the decoder reorders a few
+                # frames) is the partial last packet of a cut stream (MPEG-TS, raw H.264 say nothing else).
+                self.corrupt_frames -= 1
+                last = str(logs[-1][2]).strip() if logs else ""
+                truncation = "its last frames are damaged" + (f": {last}" if last else "")
+            if truncation is not None:
+                raise SourceError(f"{self.label}: the stream ends mid-packet after {self.decoded} frames "
+                                  f"({truncation.strip()})", "truncated", self.decoded)
+        finally:
+            av.logging.set_level(level)
+            self.close()  # in the thread that decodes (run_stream's read-ahead thread)
+
+    def _to_array(self, frame) -> np.ndarray:
+        if (frame.width, frame.height) != (self.source_width, self.source_height):
+            raise SourceError(f"{self.label}: frame size changes mid-stream ({frame.width}x{frame.height}, "
+                              f"expected {self.source_width}x{self.source_height})", "drop", self.decoded)
+        if getattr(frame, "is_corrupt", False):
+            self.corrupt_frames += 1
+            self._last_corrupt = self.decoded
+        self.decoded += 1
+        if (self.width, self.height) == (frame.width, frame.height):
+            return frame.to_ndarray(format="rgb24")
+        # The same swscale call as pespot.data.frames.VideoFileSource: stream and infer see the same pixels.
+        return frame.to_ndarray(width=self.width, height=self.height, format="rgb24", interpolation="BILINEAR")
+
+
+def _truncation_message(logs: list) -> str | None:
+    """FFmpeg's last error message when it says the data ended early, else None."""
+    words = ("prematurely", "truncat", "end of file", "partial", "incomplete")
+    for entry in reversed(logs):
+        message = str(entry[2]).strip()
+        if any(w in message.lower() for w in words):
+            return message
+    return None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 2. frames -> final per-frame scores
+
+
+class StreamScorer:
+    """Frames in (one at a time), final per-frame scores (n, K+1) out; see the module docstring."""
+
+    def __init__(self, predictor, overlap: float = 0.5, lookahead: int | None = None, tta: str | None = None
+                 ) -> None:
+        from pespot.infer import window_stride
+
+        self.predictor = predictor
+        self.tta = tta
+        self.clip_len = clip_len = predictor.clip_len
+        self.lookahead = clip_len - 1 if lookahead is None else int(lookahead)
+        if not 0 <= self.lookahead <= clip_len - 1:
+            raise ConfigError(f"--lookahead: expected 0 to {clip_len - 1} frames (the clip length minus one), got "
+                              f"{lookahead}")
+        self.stride = min(window_stride(clip_len, overlap), self.lookahead + 1)
+        self.num_outputs = len(predictor.classes) + 1
+        self.frames: collections.deque[np.ndarray] = collections.deque(maxlen=clip_len)  # the last clip_len
+        self.received = 0
+        self.next_end = clip_len - 1  # last frame of the next window
+        self.last_end: int | None = None  # last frame of the last window run
+        self.final_upto = 0  # frames < final_upto have been returned
+        self.sums = np.zeros((0, self.num_outputs))  # frames [final_upto, final_upto + len)
+        self.counts = np.zeros(0, dtype=np.int64)
+        self.windows_run = 0
+
+    @property
+    def held_frames(self) -> int:
+        """Frames and score rows held (for the bounded-memory check)."""
+        return len(self.frames) + len(self.counts)
+
+    def push(self, frame: np.ndarray) -> np.ndarray:
+        """Add the next frame (H, W, 3) uint8; returns the scores of the frames that became final (n, K+1)."""
+        from pespot.infer import center_crop
+
+        self.frames.append(center_crop(frame[None], self.predictor.crop)[0])
+        index = self.received
+        self.received += 1
+        if index != self.next_end:
+            return np.zeros((0, self.num_outputs), dtype=np.float32)
+        start = index - self.clip_len + 1
+        scores = self._score(np.stack(self.frames), self.clip_len)  # (T, K+1)
+        # Window [start, index] counts for frame f if it ends within f's look-ahead (the first window counts
+        # for every frame it covers: nothing earlier can).
+        first = start if index == self.clip_len - 1 else max(start, index - self.lookahead)
+        self._add(first, scores[first - start:])
+        self.last_end = index
+        self.next_end += self.stride
+        # The next window ends at index + stride: frames it cannot count for (f + lookahead < index + stride)
+        # are final now.
+        return self._release(index + self.stride - self.lookahead)
+
+    def finish(self) -> np.ndarray:
+        """The stream ended: the frames after the last window get one zero-padded window (as ``pespot infer``);
+        returns the scores of every frame not yet returned."""
+        if self.received == 0:
+            return np.zeros((0, self.num_outputs), dtype=np.float32)
+        if self.last_end is None or self.last_end < self.received - 1:
+            start = self.next_end - self.clip_len + 1
+            tail = list(self.frames)[start - (self.received - len(self.frames)):]  # frames [start, received)
+            window = np.zeros((self.clip_len, *tail[0].shape), dtype=np.uint8)
+            window[: len(tail)] = np.stack(tail)
+            scores = self._score(window, len(tail))[: len(tail)]
+            first = max(start, self.final_upto)  # the stream ended: the window counts for every open frame
+            self._add(first, scores[first - start:])
+        return self._release(self.received)
+
+    def _score(self, window: np.ndarray, valid: int) -> np.ndarray:
+        from pespot.infer import _score_windows
+
+        self.windows_run += 1
+        return _score_windows(self.predictor, window[None], [valid], tta=self.tta)[0]
+
+    def _add(self, first: int, scores: np.ndarray) -> None:
+        stop = first + len(scores)
+        grow = stop - self.final_upto - len(self.counts)
+        if grow > 0:
+            self.sums = np.concatenate([self.sums, np.zeros((grow, self.num_outputs))])
+            self.counts = np.concatenate([self.counts, np.zeros(grow, dtype=np.int64)])
+        lo = first - self.final_upto
+        self.sums[lo: lo + len(scores)] += scores  # float64 sums of float32 scores, as pespot.infer
+        self.counts[lo: lo + len(scores)] += 1
+
+    def _release(self, upto: int) -> np.ndarray:
+        n = max(0, min(upto, self.received) - self.final_upto)
+        counts = self.counts[:n]
+        if (counts == 0).any():
+            raise AssertionError("stream scorer: a final frame has no window")  # a bug, not bad input
+        out = (self.sums[:n] / counts[:, None]).astype(np.float32)
+        self.sums, self.counts = self.sums[n:], self.counts[n:]
+        self.final_upto += n
+        return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 3. final scores -> final events
+
+
+class EventFinaliser:
+    """Final per-frame scores in, final events out: the events ``scores_to_events`` (``top_k=None``) gives on the
+    whole video, each returned once nothing after it can change it. See the module docstring."""
+
+    def __init__(self, classes: list[str], threshold: float = 0.0, nms: str = "local_max", nms_window: int = 1,
+                 max_delay: int = 1000) -> None:
+        from pespot.infer import NMS_CHOICES
+
+        if nms not in NMS_CHOICES:
+            raise ConfigError(f"--nms '{nms}': expected one of {', '.join(NMS_CHOICES)}")
+        if isinstance(nms_window, bool) or int(nms_window) != nms_window or nms_window < 0:
+            raise ConfigError(f"--nms-window: expected a non-negative whole number of frames, got {nms_window!r}")
+        if max_delay <= nms_window:
+            raise ConfigError(f"--max-delay: expected more frames than the NMS window ({nms_window}), got "
+                              f"{max_delay}")
+        self.classes = list(classes)
+        self.threshold = float(threshold)
+        self.nms = nms
+        self.window = int(nms_window)
+        self.max_delay = int(max_delay)
+        k = len(classes)
+        self.start = 0  # frame of row 0
+        self.scores = np.zeros((0, k))  # (n, K) event-class scores, float64 of the float32 scores
+        self.status = np.zeros((0, k), dtype=np.int8)
+        self.value = np.zeros((0, k))  # the score an event is reported with (soft-NMS: decayed)
+        self.emitted_upto = 0  # events of frames < emitted_upto have been returned
+        self.forced = 0  # decisions forced by max_delay
+        self._final = False
+
+    @property
+    def known_end(self) -> int:
+        """Frames < known_end have final scores."""
+        return self.start + len(self.scores)
+
+    @property
+    def held_frames(self) -> int:
+        """Frames held (for the bounded-memory check)."""
+        return len(self.scores)
+
+    def push(self, scores: np.ndarray) -> list[Event]:
+        """Add the final scores (n, K+1) of the next frames; returns the events that became final."""
+        if len(scores):
+            cols = np.asarray(scores)[:, 1:].astype(np.float64)
+            status = np.where(cols >= self.threshold, UNDECIDED, NOT_CANDIDATE).astype(np.int8)
+            self.scores = np.concatenate([self.scores, cols])
+            self.status = np.concatenate([self.status, status])
+            self.value = np.concatenate([self.value, cols])
+        return self._step()
+
+    def finish(self) -> list[Event]:
+        """The stream ended: every remaining event is final."""
+        self._final = True
+        return self._step()
+
+    def _step(self) -> list[Event]:
+        self._decide(forced=False)
+        if not self._final and self.known_end - self._frontier() > self.max_delay:
+            self.forced += 1
+            self._decide(forced=True)
+        frontier = self._frontier()
+        events = self._emit(frontier)
+        drop = max(0, frontier - self.window - self.start)  # keep the window before the first open frame
+        if drop:
+            self.scores, self.status, self.value = self.scores[drop:], self.status[drop:], self.value[drop:]
+            self.start += drop
+        return events
+
+    def _frontier(self) -> int:
+        """The first frame with an undecided candidate (known_end if none)."""
+        rows = np.flatnonzero((self.status == UNDECIDED).any(axis=1))
+        return self.start + int(rows[0]) if len(rows) else self.known_end
+
+    def _emit(self, frontier: int) -> list[Event]:
+        lo, hi = self.emitted_upto - self.start, frontier - self.start
+        if hi <= lo:
+            return []
+        rows, cols = np.nonzero(self.status[lo:hi] == KEPT)  # row-major: by frame, then class (as infer)
+        self.emitted_upto = frontier
+        return [Event(frame=int(self.start + lo + r), label=self.classes[c], score=float(self.value[lo + r, c]))
+                for r, c in zip(rows, cols)]
+
+    def _decide(self, forced: bool) -> None:
+        final = self._final or forced
+        if self.nms == "none":
+            self.status[self.status == UNDECIDED] = KEPT
+        elif self.nms == "local_max":
+            self._decide_local_max(final)
+        elif self.nms == "greedy":
+            self._decide_greedy(final)
+        else:
+            self._decide_soft(final)
+
+    def _decide_local_max(self, final: bool) -> None:
+        # Kept unless another candidate of the class within the window, at another frame, scores strictly
+        # higher; decidable once the window after the frame is known.
+        n, w = len(self.scores), self.window
+        decidable = n if final else n - w
+        if decidable <= 0:
+            return
+        masked = np.where(self.status != NOT_CANDIDATE, self.scores, -np.inf)  # (n, K)
+        best = np.full((decidable, masked.shape[1]), -np.inf)  # best other candidate within the window
+        for d in range(1, w + 1):
+            if d < decidable:  # the frame d before
+                np.maximum(best[d:], masked[: decidable - d], out=best[d:])
+            after = min(decidable, n - d)  # rows whose frame d after is known
+            if after > 0:
+                np.maximum(best[:after], masked[d: d + after], out=best[:after])
+        open_ = self.status[:decidable] == UNDECIDED
+        beaten = best > self.scores[:decidable]
+        self.status[:decidable][open_ & beaten] = DROPPED
+        self.status[:decidable][open_ & ~beaten] = KEPT
+
+    def _decide_greedy(self, final: bool) -> None:
+        # Greedy NMS visits candidates by decreasing score (ties: the earlier frame): a candidate is kept unless a
+        # kept one of its class lies within the window. Its decision is final once every higher-ranked neighbour
+        # is decided and no unknown frame lies within its window.
+        n, w = len(self.scores), self.window
+        rows, cols = np.nonzero(self.status == UNDECIDED)
+        if not len(rows):
+            return
+        scores = self.scores
+        for i in np.lexsort((rows, -scores[rows, cols])):
+            r, c = int(rows[i]), int(cols[i])
+            s = scores[r, c]
+            undecided_above = False
+            dropped = False
+            for q in range(max(0, r - w), min(n, r + w + 1)):
+                st = self.status[q, c]
+                if q == r or st == NOT_CANDIDATE:
+                    continue
+                if scores[q, c] > s or (scores[q, c] == s and q < r):  # ranks above r
+                    if st == KEPT:
+                        dropped = True
+                        break
+                    if st == UNDECIDED:
+                        undecided_above = True
+            if dropped:
+                self.status[r, c] = DROPPED
+            elif not undecided_above and (final or r + w < n):
+                self.status[r, c] = KEPT
+
+    def _decide_soft(self, final: bool) -> None:
+        # Soft-NMS acts within runs of candidates of a class closer than the window to each other; a run is
+        # decided as a whole once the window after its last candidate is known and holds no candidate.
+        from pespot.postprocess import soft_nms_scores
+
+        n, w = len(self.scores), self.window
+        for c in range(self.scores.shape[1]):
+            rows = np.flatnonzero(self.status[:, c] == UNDECIDED)
+            if not len(rows):
+                continue
+            breaks = np.flatnonzero(np.diff(rows) > w) + 1
+            for run in np.split(rows, breaks):
+                if not final and run[-1] + w >= n:
+                    continue  # may still grow
+                keep, decayed = soft_nms_scores(run, self.scores[run, c], w, threshold=self.threshold)
+                self.status[run, c] = np.where(keep, KEPT, DROPPED)
+                self.value[run[keep], c] = decayed[keep]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# putting it together
+
+
+@dataclass
+class StreamReport:
+    """What a stream run did."""
+
+    video: str
+    fps: float | None
+    frames: int = 0
+    events: int = 0
+    windows: int = 0
+    seconds: float = 0.0
+    error: str | None = None  # the source fault (stall, drop, truncation) that ended the stream, if any
+    error_kind: str | None = None
+    interrupted: bool = False
+    forced: int = 0  # NMS decisions forced by max_delay
+    corrupt_frames: int = 0
+    skipped_packets: int = 0
+    # most frames received after a frame before its events were final (from frame clip_len on: the first
+    # clip_len frames wait for the first window)
+    max_latency_frames: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict."""
+        return dict(self.__dict__)
+
+
+class StreamSpotter:
+    """Scorer + finaliser: ``push(frame)`` and ``finish()`` return the events that became final."""
+
+    def __init__(self, predictor, overlap: float | None = None, lookahead: int | None = None,
+                 threshold: float | None = None, nms: str | None = None, nms_window: int | None = None,
+                 max_delay: int | None = None, tta: str | None = None) -> None:
+        ev = predictor.cfg.eval
+        self.scorer = StreamScorer(predictor, ev.overlap if overlap is None else overlap, lookahead, tta)
+        self.finaliser = EventFinaliser(
+            predictor.classes, ev.threshold if threshold is None else threshold, ev.nms if nms is None else nms,
+            ev.nms_window if nms_window is None else nms_window,
+            10 * predictor.clip_len if max_delay is None else max_delay)
+        self.max_latency = 0
+
+    @property
+    def decided_upto(self) -> int:
+        """Frames < decided_upto have all their events returned."""
+        return self.finaliser.emitted_upto
+
+    @property
+    def held_frames(self) -> int:
+        """Frames (pixels or scores) held by the stages."""
+        return self.scorer.held_frames + self.finaliser.held_frames
+
+    def push(self, frame: np.ndarray) -> list[Event]:
+        """The next frame; returns the events that became final."""
+        # Latency in the steady state: the first clip_len frames all wait for the first window.
+        oldest = max(self.decided_upto, self.scorer.clip_len)
+        events = self.finaliser.push(self.scorer.push(frame))
+        if self.decided_upto > oldest:  # frame `oldest` waited until frame `received - 1` arrived
+            self.max_latency = max(self.max_latency, self.scorer.received - 1 - oldest)
+        return events
+
+    def finish(self) -> list[Event]:
+        """End of stream: the remaining events."""
+        return self.finaliser.push(self.scorer.finish()) + self.finaliser.finish()
+
+
+def event_record(video: str, event: Event, fps: float | None) -> dict[str, Any]:
+    """One JSON line: video, frame, time (seconds, null when the fps is unknown), label, score."""
+    time_s = round(event.frame / fps, 3) if fps and fps > 0 else None
+    return {"video": video, "frame": event.frame, "time": time_s, "label": event.label, "score": event.score}
+
+
+def run_stream(predictor, source: LiveSource, emit: Callable[[dict[str, Any]], None], *,
+               overlap: float | None = None, lookahead: int | None = None, threshold: float | None = None,
+               nms: str | None = None, nms_window: int | None = None, max_delay: int | None = None,
+               tta: str | None = None, prefetch_frames: int | None = None) -> StreamReport:
+    """Spot events in ``source`` as it is decoded, calling ``emit(record)`` for each final event.
+
+    Options default to the run's ``eval.*`` config. A source fault or Ctrl-C ends the stream where it is: the
+    frames received are scored, their events emitted, and the report says what happened (``error``,
+    ``interrupted``).
+    """
+    from pespot.infer import prefetch
+
+    spotter = StreamSpotter(predictor, overlap=overlap, lookahead=lookahead, threshold=threshold, nms=nms,
+                            nms_window=nms_window, max_delay=max_delay, tta=tta)
+    report = StreamReport(video=source.name, fps=source.fps)
+    started = time.perf_counter()
+
+    def send(events: list[Event]) -> None:
+        for event in events:
+            emit(event_record(source.name, event, source.fps))
+            report.events += 1
+
+    interrupted = False
+    # Decoding runs a little ahead in a thread (PyAV releases the GIL), at most one stride of frames; the
+    # thread closes the source when it stops.
+    frames = prefetch(source.frames(), depth=prefetch_frames or spotter.scorer.stride)
+    try:
+        for frame in frames:
+            send(spotter.push(frame))
+    except SourceError as err:
+        report.error, report.error_kind = str(err), err.kind
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        frames.close()
+    try:
+        send(spotter.finish())
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now
+        interrupted = True
+    report.frames = spotter.scorer.received
+    report.windows = spotter.scorer.windows_run
+    report.seconds = time.perf_counter() - started
+    report.forced = spotter.finaliser.forced
+    report.corrupt_frames = source.corrupt_frames
+    report.skipped_packets = source.skipped_packets
+    report.max_latency_frames = spotter.max_latency
+    report.interrupted = interrupted
+    if report.corrupt_frames:
+        report.warnings.append(f"{report.corrupt_frames} frames were decoded with errors (damaged data)")
+    if report.skipped_packets:
+        report.warnings.append(f"{report.skipped_packets} packets could not be decoded and were skipped "
+                               "(later frame numbers are shifted)")
+    if report.forced:
+        report.warnings.append(f"{report.forced} times an NMS decision waited more than --max-delay frames and "
+                               "was forced (events near those points may differ from pespot infer)")
+    if report.frames == 0 and report.error is None and not interrupted:
+        report.error, report.error_kind = f"{source.label}: no frames decoded", "truncated"
+    return report
+
+
+class JsonLinesWriter:
+    """Writes each record as one JSON line and flushes it at once (a reader sees events as they are final);
+    every line is written whole."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path else None
+        self._file: IO[str]
+        if self.path is None:
+            self._file = sys.stdout
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        """Close the file (not stdout)."""
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+
+
+def latency_seconds(frames: int, fps: float | None) -> float | None:
+    """Frames of latency as seconds of stream time."""
+    return frames / fps if fps and fps > 0 and math.isfinite(fps) else None
