@@ -157,13 +157,14 @@ class Suite:
     claims: list[Claim]
     report: str  # file stem under --results
     preset: str  # synthetic preset of a generated dataset
+    fmt: str = "mp4"  # its frame store (the demo's small preset: JPEG, as `pespot demo` writes it)
 
 
 SUITES = {
     "paper": Suite("paper", "the paper's model, its ablations and E2E-Spot", DEFAULT_ROWS, CLAIMS, "accuracy",
                    "bench"),
     "recipe": Suite("recipe", "the from-scratch recipe, one deviation from the paper's training recipe undone "
-                    "at a time", [r.name for r in RECIPE_ROWS], RECIPE_CLAIMS, "recipe_rows", "small"),
+                    "at a time", [r.name for r in RECIPE_ROWS], RECIPE_CLAIMS, "recipe_rows", "small", "jpg"),
 }
 
 
@@ -326,8 +327,8 @@ def epoch_seconds(run_dir: Path) -> float:
 # dataset and computed references
 
 
-def ensure_dataset(data_root: Path, preset: str) -> Any:
-    """Generate the synthetic ``preset`` (mp4 frame store) into ``data_root`` unless it is there."""
+def ensure_dataset(data_root: Path, preset: str, fmt: str = "mp4") -> Any:
+    """Generate the synthetic ``preset`` (``fmt`` frame store) into ``data_root`` unless it is there."""
     from pespot.data.synthetic import generate
 
     info_path = data_root / "synth.json"
@@ -338,7 +339,7 @@ def ensure_dataset(data_root: Path, preset: str) -> Any:
                             f"(format {info.get('format')}), expected '{preset}' with frames")
     else:
         print(f"generating the synthetic '{preset}' dataset into {data_root} ...", flush=True)
-        generate(data_root, preset=preset, seed=DATA_SEED, fmt="mp4")
+        generate(data_root, preset=preset, seed=DATA_SEED, fmt=fmt)
     return load_dataset(data_root)
 
 
@@ -579,7 +580,7 @@ def write_markdown(report: dict, path: Path, cfg: Config | None, curves_png: str
             lines.append(f"| {split} | {s['videos']} | {s['frames']:,} | "
                          + " | ".join(str(s["per_class"][c]) for c in classes) + " |")
         lines += ["", f"`pespot synth {report['data']} --preset {budget['preset'] if budget else 'bench'} --format "
-                      f"mp4 --seed {DATA_SEED}`; docs/synthetic.md describes the classes."]
+                      f"{SUITES[report['suite']].fmt} --seed {DATA_SEED}`; docs/synthetic.md describes the classes."]
     m, v = report["machine"], report["versions"]
     lines += ["", "## Machine and versions", "",
               f"{m['cpu']}, {m['cores']} cores" + (f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU")
@@ -646,7 +647,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     if args.report_only:
         write_report(out, data_root, results, args.rows, args.seeds, command, suite)
         return 0
-    ensure_dataset(data_root, args.preset)
+    ensure_dataset(data_root, args.preset, suite.fmt)
     budget = resolve_budget(args, out)
     if args.cell:
         import torch
