@@ -137,30 +137,20 @@ def build_variant(name: str, size: int, args: argparse.Namespace, device: torch.
 
         return infer_step
 
-    from pespot.train.distributed import DistInfo
-    from pespot.train.losses import build_loss
-    from pespot.train.sam import build_sam
-    from pespot.train.schedule import build_scheduler
-    from pespot.train.trainer import train_step
+    from pespot.train.trainer import step_job, train_step
 
     preset, asam, reference = TRAIN_VARIANTS[short]
     cfg = variant_config(preset, args, asam)
     model = build_model(cfg, args.classes, load_weights=False).to(device).train()
     if reference:
         set_reference_implementation(model)
-    net = torch.compile(model) if compiled else model
-    loss_fn = build_loss(cfg.loss, args.classes, projection_dim=cfg.model.projection_dim).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-                                  weight_decay=cfg.optim.weight_decay)
-    sam = build_sam(model, optimizer, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=1000, epochs=cfg.train.epochs)
-    info = DistInfo(device=device)
-    use_projection = bool(loss_fn.needs_projection)
+    job = step_job(cfg, args.classes, device, model=model)
+    if compiled:
+        job.net = torch.compile(model)
+    optimizer = job.optimizer
 
     def train_one_step() -> None:
-        train_step(net=net, model=model, loss_fn=loss_fn, optimizer=optimizer, sam=sam, scheduler=scheduler,
-                   frames=frames, targets=targets, autocast=autocast, use_projection=use_projection,
-                   step_fraction=0.0, gather_fn=None, info=info, where="benchmark")
+        train_step(job, job.sam, frames, targets, 0.0, "benchmark")
         sync()
 
     train_one_step.optimizer = optimizer  # for the memory measurement

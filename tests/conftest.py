@@ -173,3 +173,21 @@ def tiny_dataset(tmp_path_factory) -> Path:
     from pespot.data.synthetic import generate
 
     return generate(tmp_path_factory.getbasetemp() / "session-synth-tiny", "tiny", seed=0)
+
+
+def instrumented_loss(cfg, num_classes: int, hook):
+    """The loss ``cfg`` describes, with ``hook(call, logits, targets, proj, step_fraction, total) -> total`` run on
+    every evaluation (``call`` counts from 1): pass it to ``train(cfg, loss_fn=...)`` to inject a fault (a signal,
+    a NaN) at a chosen point through the trainer's public parameters."""
+    from pespot.train.losses import build_loss
+
+    loss = build_loss(cfg.loss, num_classes, cfg.model.projection_dim)
+    forward, calls = loss.forward, []
+
+    def instrumented(logits, targets, proj=None, step_fraction=0.0):
+        total, parts = forward(logits, targets, proj, step_fraction)
+        calls.append(1)
+        return hook(len(calls), logits, targets, proj, step_fraction, total), parts
+
+    loss.forward = instrumented
+    return loss

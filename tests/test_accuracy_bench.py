@@ -16,7 +16,7 @@ import pytest
 
 from pespot.config import load_config
 from pespot.data.labels import Event, Video
-from pespot.train.trainer import config_differences
+from pespot.config import config_differences
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -34,10 +34,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import instrumented_loss
 
 from pespot.cli import main
 from pespot.config import load_config, save_config
-from pespot.train import trainer
+from pespot.data import loader
+from pespot.train import checkpoint, trainer
+from pespot.train.guards import NonFiniteLossError
 
 # ---------------------------------------------------------------------------------------------------------------
 # helpers shared with test_faults_slow.py
@@ -165,14 +168,14 @@ WRAPPER = r'''
 import io, os, sys, time
 import torch
 from pespot.cli import main
-from pespot.train import trainer
+from pespot.train import checkpoint, trainer
 
 marks = open(os.environ["FAULT_MARKS"], "a", buffering=1)
 tear_at = int(os.environ.get("FAULT_TEAR_WRITE", "0"))
 tear_fraction = float(os.environ.get("FAULT_TEAR_FRACTION", "0.5"))
 pause_history = int(os.environ.get("FAULT_PAUSE_HISTORY", "0"))
 counts = {"save": 0, "history": 0}
-real_save, real_step, real_history = torch.save, trainer.train_step, trainer._write_history
+real_save, real_step, real_history = torch.save, trainer.train_step, checkpoint.write_history
 
 
 def final_name(f):
@@ -214,7 +217,7 @@ def history(path, records):
 
 torch.save = save
 trainer.train_step = step
-trainer._write_history = history
+checkpoint.write_history = history
 sys.exit(main(sys.argv[1:]))
 '''
 
@@ -464,14 +467,14 @@ def test_a_data_error_in_a_loader_worker_is_one_line(synth, tmp_path, capsys, mo
     traceback as its message; the trainer gives back the one line the data code wrote."""
     from pespot.errors import DataError
 
-    real = trainer.EpochClips.__getitem__
+    real = loader.EpochClips.__getitem__
 
     def getitem(self, key):
         if tuple(key) == (0, 2):  # the second batch of epoch 1, made in the (forked) worker process
             raise DataError("video 'train_0003': frame 57 cannot be decoded (corrupt JPEG)")
         return real(self, key)
 
-    monkeypatch.setattr(trainer.EpochClips, "__getitem__", getitem)
+    monkeypatch.setattr(loader.EpochClips, "__getitem__", getitem)
     assert main(train_argv(synth, tmp_path / "run", "data.num_workers=1")) == 1
     line = one_error_line(capsys.readouterr().err)
     assert line == "pespot train: error: video 'train_0003': frame 57 cannot be decoded (corrupt JPEG)"
@@ -527,28 +530,18 @@ def test_resume_from_a_torn_or_empty_last_checkpoint_is_refused(finished_run, tm
 
 
 @pytest.mark.fault("kill")
-def test_sigterm_stops_after_the_step_with_a_checkpoint_that_resumes(synth, tmp_path, monkeypatch):
+def test_sigterm_stops_after_the_step_with_a_checkpoint_that_resumes(synth, tmp_path):
     """What a scheduler sends a pre-empted job: handled like Ctrl-C (the trainer's handler, in this process)."""
-    real_build_loss = trainer.build_loss
 
-    def build(cfg, num_classes):
-        loss = real_build_loss(cfg, num_classes)
-        forward, calls = loss.forward, []
-
-        def forward_then_term(*args, **kwargs):
-            calls.append(1)
-            if len(calls) == 3:  # during step 2 (each ASAM step evaluates the loss twice)
-                signal.raise_signal(signal.SIGTERM)
-            return forward(*args, **kwargs)
-
-        loss.forward = forward_then_term
-        return loss
+    def term_during_step_2(call, logits, targets, proj, fraction, total):  # each ASAM step evaluates it twice
+        if call == 3:
+            signal.raise_signal(signal.SIGTERM)
+        return total
 
     handler = signal.getsignal(signal.SIGTERM)
     run = tmp_path / "run"
-    with monkeypatch.context() as patch:
-        patch.setattr(trainer, "build_loss", build)
-        summary = trainer.train(toy_config(synth, run), progress=False)
+    cfg = toy_config(synth, run)
+    summary = trainer.train(cfg, progress=False, loss_fn=instrumented_loss(cfg, 6, term_during_step_2))
     assert summary["stopped"] and summary["stop_signal"] == "SIGTERM" and summary["steps"] == 2
     assert signal.getsignal(signal.SIGTERM) is handler
     last = load_ckpt(run / "checkpoints" / "last.pt")
@@ -563,7 +556,7 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint_that_resumes(synth, tmp_
 
 def nan_frames_at(call: int, monkeypatch) -> None:
     """The ``call``-th training batch arrives with NaN frames (as a corrupt decoder or a bad normalisation would)."""
-    real, calls = trainer._to_device, []
+    real, calls = loader.to_device, []
 
     def poisoned(batch, device):
         frames, targets = real(batch, device)
@@ -573,7 +566,7 @@ def nan_frames_at(call: int, monkeypatch) -> None:
                 frames = frames * float("nan")
         return frames, targets
 
-    monkeypatch.setattr(trainer, "_to_device", poisoned)
+    monkeypatch.setattr(loader, "to_device", poisoned)
 
 
 @pytest.mark.fault("numerics")
@@ -595,34 +588,25 @@ def test_nan_frames_stop_training_and_the_last_checkpoint_resumes(synth, tmp_pat
     assert final["steps"] == 4 and all_finite(load_ckpt(run / "checkpoints" / "last.pt")["model"])
 
 
-def nan_gradient_from(step_fraction: float, build_loss):
-    """A loss whose value stays finite but whose gradient is NaN from ``step_fraction`` on (0 * d sqrt(0))."""
+def nan_gradient_from(step_fraction: float):
+    """A loss hook whose value stays finite but whose gradient is NaN from ``step_fraction`` on (0 * d sqrt(0))."""
 
-    def build(cfg, num_classes):
-        loss = build_loss(cfg, num_classes)
-        forward = loss.forward
+    def hook(call, logits, targets, proj, fraction, total):
+        if fraction >= step_fraction:
+            total = total + 0.0 * torch.sqrt(logits - logits.detach()).sum()
+        return total
 
-        def poisoned(logits, targets, proj=None, fraction=0.0):
-            total, parts = forward(logits, targets, proj, fraction)
-            if fraction >= step_fraction:
-                total = total + 0.0 * torch.sqrt(logits - logits.detach()).sum()
-            return total, parts
-
-        loss.forward = poisoned
-        return loss
-
-    return build
+    return hook
 
 
 @pytest.mark.fault("numerics")
 @pytest.mark.parametrize("sam", ["none", "asam"])
-def test_nan_gradient_with_a_finite_loss_never_reaches_a_checkpoint(sam, synth, tmp_path, capsys, monkeypatch):
+def test_nan_gradient_with_a_finite_loss_never_reaches_a_checkpoint(sam, synth, tmp_path):
     # Without the check, AdamW turned every weight NaN and the next checkpoint saved them.
     run = tmp_path / "run"
-    monkeypatch.setattr(trainer, "build_loss", nan_gradient_from(0.5, trainer.build_loss))
-    assert main(train_argv(synth, run, f"optim.sam={sam}", "train.save_every_steps=1")) == 1
-    line = one_error_line(capsys.readouterr().err)
-    assert "non-finite gradient" in line and "epoch 2, step 3" in line and "is kept (epoch 1)" in line
+    cfg = toy_config(synth, run, f"optim.sam={sam}", "train.save_every_steps=1")
+    with pytest.raises(NonFiniteLossError, match=r"non-finite gradient.*epoch 2, step 3.*is kept \(epoch 1\)"):
+        trainer.train(cfg, progress=False, loss_fn=instrumented_loss(cfg, 6, nan_gradient_from(0.5)))
     last = load_ckpt(run / "checkpoints" / "last.pt")
     assert (last["epoch"], last["step"]) == (1, 2) and all_finite(last["model"])
     assert all(torch.isfinite(v).all() for s in last["optimizer"]["state"].values() for v in s.values())
@@ -818,18 +802,18 @@ def test_full_disk_on_the_first_checkpoint(synth, tmp_path, capsys, monkeypatch)
 @pytest.mark.fault("disk")
 def test_full_disk_while_writing_metrics(synth, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
-    real = trainer.write_text_atomic
+    real = checkpoint.write_text_atomic
 
     def write(path, text):
         if Path(path).name == "metrics.jsonl" and text:  # the first epoch's record
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(path, text)
 
-    monkeypatch.setattr(trainer, "write_text_atomic", write)
+    monkeypatch.setattr(checkpoint, "write_text_atomic", write)
     assert main(train_argv(synth, run)) == 1
     line = one_error_line(capsys.readouterr().err)
     assert f"{run / 'metrics.jsonl'}: cannot write (No space left on device)" in line
     # The checkpoint of that epoch was complete; it carries the epoch's record, so a resume restores it.
-    monkeypatch.setattr(trainer, "write_text_atomic", real)
+    monkeypatch.setattr(checkpoint, "write_text_atomic", real)
     trainer.train(toy_config(synth, run), resume=run, progress=False)
     assert [r["epoch"] for r in read_metrics(run)] == [1, 2] and temp_files(run) == []

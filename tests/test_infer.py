@@ -178,9 +178,9 @@ def test_windows_match_the_validation_windows_of_clips():
 
 
 def test_checkpoint_format_is_the_trainers():
-    from pespot.train import trainer
+    from pespot.train import checkpoint
 
-    assert infer.CHECKPOINT_FORMAT == trainer.CHECKPOINT_FORMAT
+    assert infer.CHECKPOINT_FORMAT == checkpoint.CHECKPOINT_FORMAT
 
 
 def test_window_stride_from_overlap():

@@ -113,7 +113,8 @@ def test_prior_bias_clips_an_absent_class_and_checks_the_size():
 
 
 def test_training_starts_from_the_prior_bias(tiny_dataset, tmp_path):
-    from pespot.train.trainer import load_resume_checkpoint, train
+    from pespot.train.checkpoint import load_resume_checkpoint
+    from pespot.train.trainer import train
 
     cfg = load_config("synthetic", [f"data.root={tiny_dataset}", f"out={tmp_path / 'run'}", "model.clip_len=8",
                                     "data.height=32", "train.epochs=1", "train.clips_per_epoch=2",

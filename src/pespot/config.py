@@ -404,6 +404,26 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return _from_dict(Config, data)
 
 
+def config_differences(a: Config, b: Config, keys: tuple[str, ...]) -> list[tuple[str, Any, Any]]:
+    """(dotted key, value in a, value in b) for every leaf under ``keys`` that differs."""
+    da, db = to_dict(a), to_dict(b)
+    out: list[tuple[str, Any, Any]] = []
+
+    def walk(x: Any, y: Any, key: str) -> None:
+        if isinstance(x, dict) and isinstance(y, dict):
+            for k in sorted(set(x) | set(y)):
+                walk(x.get(k), y.get(k), f"{key}.{k}")
+        elif x != y:
+            out.append((key, x, y))
+
+    for key in keys:
+        x, y = da, db
+        for part in key.split("."):
+            x, y = x[part], y[part]
+        walk(x, y, key)
+    return out
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
     from pespot.fsutil import write_text_atomic

@@ -47,42 +47,38 @@ def demo_config(data_root: Path, run_dir: Path, device: str, seed: int, override
                                      f"train.seed={seed}"] + list(overrides or []))
 
 
-def seconds_per_step(cfg: Config, num_classes: int, steps: int = 3) -> float:
-    """Time a few real training steps (paper model, ASAM, SoftIC) on random clips of the configured shape."""
+def seconds_per_step(cfg: Config, num_classes: int, steps: int = 4) -> float:
+    """Mean seconds per training step of ``cfg`` (plain steps and, from ``optim.sam_start`` on, SAM/ASAM's
+    two-pass steps, each timed on random clips of the configured shape)."""
     import torch
 
-    from pespot.train import trainer
-    from pespot.train.distributed import DistInfo
+    from pespot.train.trainer import step_job, train_step
 
     device = torch.device("cuda" if cfg.train.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if cfg.train.device == "auto" else cfg.train.device))
-    model = trainer.build_model(cfg, num_classes).to(device)
-    loss_fn = trainer.build_loss(cfg, num_classes).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr)
-    from pespot.train.sam import build_sam
-
-    sam = build_sam(model, optimizer, cfg.optim)
+    job = step_job(cfg, num_classes, device)
     size = cfg.data.crop or cfg.data.height
     b, t = cfg.train.batch_size, cfg.model.clip_len
     frames = torch.randn(b, t, 3, cfg.data.height, size, device=device)
     targets = torch.zeros(b, t, num_classes + 1, device=device)
     targets[..., 0] = 1
     targets[:, t // 2, 0], targets[:, t // 2, 1] = 0, 1
-    autocast = trainer._autocast_factory(cfg, device)
-    constant_lr = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    info = DistInfo(device=device)
-    model.train()
+    sam_share = 1.0 - cfg.optim.sam_start  # the share of the steps with SAM's two passes
     times = []
     for i in range(steps + 1):
+        sam = job.sam if i % 2 else None  # alternate: both kinds of step are timed
         start = time.perf_counter()
-        trainer.train_step(model, model, loss_fn, optimizer, sam, scheduler=constant_lr, frames=frames, targets=targets,
-                           autocast=autocast, use_projection=loss_fn.needs_projection, step_fraction=0.0,
-                           gather_fn=None, info=info, where="calibration")
+        train_step(job, sam, frames, targets, 0.0, "calibration")
         if device.type == "cuda":
             torch.cuda.synchronize()
         if i:  # the first step warms up allocators and kernels
-            times.append(time.perf_counter() - start)
-    return float(np.median(times))
+            times.append((time.perf_counter() - start, sam is not None))
+    plain = float(np.median([s for s, with_sam in times if not with_sam] or [0.0]))
+    two_pass = float(np.median([s for s, with_sam in times if with_sam] or [plain]))
+    if job.sam is None:
+        return plain
+    return (1.0 - sam_share) * plain + sam_share * two_pass
+
 
 
 def frequency_baseline(train: list[Video], test: list[Video], classes: list[str]) -> list[Video]:

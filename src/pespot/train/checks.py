@@ -1,0 +1,70 @@
+"""Checks made before a run starts: nothing is built or written until the config, data and run folder are good."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pespot.config import Config
+from pespot.data.labels import Video, load_classes, load_split
+from pespot.errors import ConfigError, DataError
+
+
+def load_run_classes(cfg: Config, ckpt: dict | None) -> list[str]:
+    """``<data.root>/class.txt``, checked against ``num_classes`` and the resumed checkpoint."""
+    if not cfg.data.root:
+        raise ConfigError("config key 'data.root': no dataset folder given (e.g. --set data.root=data/tennis)")
+    root = Path(cfg.data.root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder (data.root) not found")
+    classes = load_classes(root / "class.txt")
+    if cfg.num_classes is not None and cfg.num_classes != len(classes):
+        raise ConfigError(f"config key 'num_classes': {cfg.num_classes}, but {root / 'class.txt'} lists "
+                          f"{len(classes)} classes")
+    if ckpt is not None and list(ckpt["classes"]) != classes:
+        raise ConfigError(f"{root / 'class.txt'}: classes differ from the run being resumed "
+                          f"({', '.join(ckpt['classes'])})")
+    return classes
+
+
+def load_splits(cfg: Config, classes: list[str]) -> tuple[list[Video], list[Video]]:
+    root = Path(cfg.data.root)
+    splits = []
+    for key in ("train_split", "val_split"):
+        name = getattr(cfg.data, key)
+        path = root / f"{name}.json"
+        if not path.is_file():
+            raise DataError(f"{path}: split file not found (config key 'data.{key}' = {name!r})")
+        videos = load_split(path, classes)
+        if not videos:
+            raise DataError(f"{path}: no videos")
+        splits.append(videos)
+    frames_root = Path(cfg.frames_dir)
+    if not frames_root.exists():
+        raise DataError(f"{frames_root}: frame store not found (config key 'data.frames'; "
+                        "default <data.root>/frames)")
+    return splits[0], splits[1]
+
+
+def check_train_config(cfg: Config) -> None:
+    if cfg.train.batch_size * cfg.model.clip_len < 2:
+        raise ConfigError(f"config keys 'train.batch_size' x 'model.clip_len': {cfg.train.batch_size} x "
+                          f"{cfg.model.clip_len} frames per step; BatchNorm needs at least 2 to train")
+    if cfg.clips_per_epoch <= 0:
+        raise ConfigError(f"config key 'train.clips_per_epoch': expected a positive value, "
+                          f"got {cfg.clips_per_epoch}")
+    if cfg.train.val_clips is not None and cfg.train.val_clips < 0:
+        raise ConfigError(f"config key 'train.val_clips': expected >= 0, got {cfg.train.val_clips}")
+    if cfg.train.log_every <= 0:
+        raise ConfigError(f"config key 'train.log_every': expected a positive value, got {cfg.train.log_every}")
+    if cfg.train.save_every_steps < 0:
+        raise ConfigError(f"config key 'train.save_every_steps': expected >= 0, got {cfg.train.save_every_steps}")
+    if cfg.train.criterion == "loss" and cfg.train.val_clips == 0:
+        raise ConfigError("config key 'train.val_clips': 0 clips, but train.criterion=loss selects by "
+                          "validation loss")
+
+
+def check_fresh_run_folder(out: Path) -> None:
+    for name in ("last.pt", "best.pt"):
+        if (out / "checkpoints" / name).exists():
+            raise ConfigError(f"{out}: run folder already holds checkpoints/{name}; continue it with "
+                              f"--resume {out} or choose another folder with --set out=...")
