@@ -273,7 +273,7 @@ def astrm_stages(size: int, args: argparse.Namespace, device: torch.device) -> d
         torch.manual_seed(0)
         fast = ASTRM(shape[1], args.clip_len).to(device).train()
         ref = copy.deepcopy(fast)
-        ref.reference = True
+        ref.fast = False
         x = torch.relu(torch.randn(shape, device=device)).contiguous(memory_format=torch.channels_last)
         grad = torch.randn_like(x)
         autocast = autocast_for(device)

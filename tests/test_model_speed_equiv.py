@@ -1,5 +1,5 @@
-"""The fast ASTRM computes what the plain autograd form (``ASTRM.forward_reference``, the implementation before
-the speed work) computes: outputs, input and parameter gradients, BatchNorm running statistics, memory format,
+"""The fast ASTRM (``astrm_fast``) computes what ASTRM as the paper writes it (``pespot.model.astrm``, the
+implementation before the speed work) computes: outputs, input and parameter gradients, BatchNorm running statistics, memory format,
 for every part switched on or off, several clips, ties in the channel max, frame blocks of any size, autocast,
 and inside the whole paper model. The three hand-written autograd Functions are also checked against numerical
 gradients (``gradcheck``, fp64). Tiny tensors throughout."""
@@ -13,17 +13,9 @@ import torch
 from torch import nn
 
 from pespot.config import AstrmConfig, load_config
-from pespot.model import astrm as astrm_mod
-from pespot.model import build_model
-from pespot.model.astrm import (
-    ASTRM,
-    _ChannelPool,
-    _RefineAndConvolve,
-    _TemporalTaps,
-    dynamic_temporal_conv,
-    dynamic_temporal_conv_grouped,
-    set_reference_implementation,
-)
+from pespot.model import astrm_fast, build_model
+from pespot.model.astrm import ASTRM, set_reference_implementation, temporal_conv
+from pespot.model.astrm_fast import _ChannelPool, _RefineAndConvolve, _TemporalTaps, dynamic_temporal_conv
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +30,7 @@ def one_thread():
 def blocks(request, monkeypatch):
     """Run a test with the whole tensor as one block, one frame per block, and blocks of a few frames."""
     if request.param is not None:
-        monkeypatch.setattr(astrm_mod, "BLOCK_ELEMENTS", request.param)
+        monkeypatch.setattr(astrm_fast, "BLOCK_ELEMENTS", request.param)
     return request.param
 
 
@@ -51,7 +43,7 @@ def pair(channels: int, clip_len: int, cfg: AstrmConfig | None = None, dtype=tor
             if p.dim() == 1:
                 p.uniform_(0.5, 1.5)
     ref = copy.deepcopy(fast)
-    ref.reference = True
+    ref.fast = False
     return fast, ref
 
 
@@ -116,7 +108,8 @@ def test_kernel_longer_than_the_clip(blocks):
 
 def test_fast_astrm_fp32_within_fp32_tolerance(blocks):
     fast, ref = pair(24, 16, dtype=torch.float32)
-    assert_same_pass(fast, ref, relu_input(16, 24, 14, 14, dtype=torch.float32), rtol=1e-4, atol=1e-5)
+    # fp32: the reference Ft is a Conv3d, the fast one a 1x1 conv to the taps: other summation orders
+    assert_same_pass(fast, ref, relu_input(16, 24, 14, 14, dtype=torch.float32), rtol=1e-4, atol=5e-5)
 
 
 def test_eval_mode_and_inference_mode_match_reference():
@@ -211,7 +204,7 @@ def test_dynamic_conv_matches_grouped_conv_with_gradients(k_size):
     theta = torch.rand(2, 5, k_size, dtype=torch.float64, requires_grad=True)
     grad_out = torch.randn(2, 6, 5, 3, 4, dtype=torch.float64)
     out = dynamic_temporal_conv(y, theta)
-    expected = dynamic_temporal_conv_grouped(y, theta)
+    expected = temporal_conv(y, theta)
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
     grads = torch.autograd.grad(out, [y, theta], grad_out)
     expected_grads = torch.autograd.grad(expected, [y, theta], grad_out)
@@ -240,4 +233,4 @@ def test_paper_model_fast_equals_reference():
         scale = grad.abs().max().clamp_min(1e-3)
         torch.testing.assert_close(results[0][1][name] / scale, grad / scale, rtol=1e-8, atol=1e-8, msg=name)
     set_reference_implementation(ref, False)
-    assert not any(m.reference for m in ref.temporal_modules)
+    assert all(m.fast for m in ref.temporal_modules)

@@ -1,35 +1,17 @@
 """ASTRM, the Adaptive Spatio-Temporal Refinement Module (paper section 3.2.1, method-spec section 4).
 
-    Psi(x) = ((x * (1 + Fs(x))) * (1 + Ft(x))) conv_t Gt(x)                                   (paper eq. 1)
+    Psi(x) = ((x ⊙ (1 + Fs(x))) ⊙ (1 + Ft(x))) ⊛ Gt(x)                                          (eq. 1)
+    Fs(x)  = σ(conv7x7([AvgPool_c(x); MaxPool_c(x)]))                          local spatial,  (eq. 2)
+    Ft(x)  = σ(conv1x1x1(BN(δ(conv3x1x1(x)))))        C -> C/β -> C            local temporal, (eq. 3)
+    Gt(x)  = σ(FC(δ(BN(FC(GAP_{H,W}(x))))))            T -> αT -> K, per (clip, channel)  global temporal (eq. 4)
 
-- Fs, local spatial (eq. 2, CBAM spatial attention): sigmoid(conv7x7([mean_c(x); max_c(x)])), one map per frame.
-- Ft, local temporal (eq. 3): sigmoid(conv1x1x1(BN(ReLU(conv3x1x1(x))))) at full resolution, C -> C/beta -> C.
-- Gt, global temporal (eq. 4, TAM's global branch): from GAP_{H,W}(x), FCs over time shared by all channels,
-  T -> alpha*T -> K, give one K-tap temporal kernel per (clip, channel); the refined features are convolved with
-  it along time (depthwise, zero padding).
+⊛ is a depthwise temporal convolution with Gt's K-tap kernel of each (clip, channel), zero padded (TAM's global
+branch). The module sits after ``conv1`` of each RegNetY bottleneck and sees the frame-batched layout
+(B*T, C, H, W) with the T frames of a clip contiguous; T is fixed at construction (Gt's first FC has T inputs).
 
-The module sits after ``conv1`` of each RegNetY bottleneck and sees the frame-batched layout ``(B*T, C, H, W)``
-with the T frames of a clip contiguous. T is fixed at construction (Gt's first FC has T inputs). Everything is
-computed in that layout: the temporal parts read a frame's neighbours through the ``(B, T, C, H, W)`` view, so
-the C-channel tensors are never transposed or copied, and the output keeps the input's memory format
-(channels_last stays channels_last).
-
-Speed (``benchmarks/throughput.py``, ``docs/results/throughput.md``). Apart from Ft's two 1x1 convs, ASTRM is
-memory traffic: at stage s1 a full-size tensor is (B*T, 24, H/2, W/2), and on the CPU every fresh tensor of that
-size costs about as much as a pass over it (large blocks go back to the OS when freed and are page-faulted in
-again). So the element-wise parts are three autograd Functions with hand-written backward passes that allocate
-little beyond what they return and make their other temporaries per block of frames (``BLOCK_ELEMENTS``):
-
-- ``_ChannelPool``: Fs's channel mean and max, and Gt's spatial mean, with one backward pass for all three
-  (the max's gradient is shared by tied maxima exactly as ``amax``'s is: after the ReLU ties at 0 are common);
-- ``_TemporalTaps``: the sum over the three taps of Ft's (3,1,1) conv, computed as one 1x1 conv to 3*C/beta
-  channels whose tap outputs are added with a one-frame shift (the Conv3d with zero padding (1, 0, 0));
-- ``_RefineAndConvolve``: y = x (1 + Fs) (1 + Ft), then the K-tap conv with Gt's kernels as K shifted
-  multiply-adds; the backward recomputes y block by block instead of keeping it.
-
-The plain autograd form (the implementation before this speed work, kept as ``ASTRM.forward_reference``) is what
-runs on the meta device, where ``pespot info`` counts FLOPs (it states the temporal conv as a conv), and what
-``set_reference_implementation`` switches to; tests check both forms give the same outputs and gradients.
+This file is the method as written. Training on a CPU runs the same function through ``astrm_fast`` (hand-written
+autograd kernels, much less memory traffic); ``ASTRM.fast = False`` runs the code below instead, which the meta
+device (FLOP counting), ONNX export and the equivalence tests use.
 """
 
 from __future__ import annotations
@@ -37,229 +19,26 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd import Function
-from torch.autograd.function import once_differentiable
 
 from pespot.config import AstrmConfig
-
-# On the CPU the backward passes make their temporaries per block of frames of about this many elements (4 MB in
-# fp32): a block stays in cache and its buffer is reused, instead of a full-size buffer being page-faulted in.
-BLOCK_ELEMENTS = 1 << 20
+from pespot.model import astrm_fast
 
 
-def _frame_blocks(num_frames: int, frame_elements: int, device: torch.device) -> list[tuple[int, int]]:
-    """[start, stop) blocks of frames of about ``BLOCK_ELEMENTS``; a single block off the CPU, where a few large
-    kernels are better than many small ones."""
-    if device.type != "cpu":
-        return [(0, num_frames)]
-    step = max(1, BLOCK_ELEMENTS // max(1, frame_elements))
-    return [(start, min(num_frames, start + step)) for start in range(0, num_frames, step)]
+def fold(x: torch.Tensor, clip_len: int) -> torch.Tensor:
+    """(B*T, C, H, W) -> (B, C, T, H, W)."""
+    n, c, h, w = x.shape
+    return x.view(n // clip_len, clip_len, c, h, w).permute(0, 2, 1, 3, 4)
 
 
-def _add_shifted_taps(out: torch.Tensor, src: torch.Tensor, taps: torch.Tensor, transpose: bool = False
-                      ) -> torch.Tensor:
-    """In place: ``out[:, t] += taps[..., k] * src[:, t + (k - K//2)]`` for every tap but the centre one, zero
-    outside the clip. ``out``, ``src``: (B, T, C, H, W); ``taps``: (B, 1, C, K, 1, 1).
-
-    ``transpose=True`` reads ``src[:, t - (k - K//2)]`` instead: the transposed operator, i.e. the gradient of the
-    correlation with respect to its input.
-    """
-    length = src.shape[1]
-    half = taps.shape[3] // 2
-    for k in range(taps.shape[3]):
-        offset = (half - k) if transpose else (k - half)
-        if offset == 0 or abs(offset) >= length:
-            continue
-        if offset > 0:  # frame t takes src[t + offset]
-            out[:, : length - offset].addcmul_(src[:, offset:], taps[:, :, :, k])
-        else:
-            out[:, -offset:].addcmul_(src[:, : length + offset], taps[:, :, :, k])
-    return out
+def unfold(x5: torch.Tensor) -> torch.Tensor:
+    """(B, C, T, H, W) -> (B*T, C, H, W)."""
+    b, c, t, h, w = x5.shape
+    return x5.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
 
 
-def _refine(x: torch.Tensor, fs: torch.Tensor | None, ft: torch.Tensor | None) -> torch.Tensor:
-    """y = x * (1 + fs) * (1 + ft) on (B, T, C, H, W) views (fs has one channel); ``x`` itself when both are None.
-
-    The second product is y + y * ft (``addcmul``), which needs no (1 + ft) temporary.
-    """
-    y = x if fs is None else x * (1 + fs)  # (1 + fs) is one small map per frame
-    if ft is not None:
-        y = torch.addcmul(y, y, ft) if y is x else y.addcmul_(y, ft)
-    return y
-
-
-class _RefineAndConvolve(Function):
-    """out = (x * (1 + fs) * (1 + ft)) conv_t theta on (B, T, C, H, W) views; fs (B, T, 1, H, W), ft and theta
-    (B, C, K) may each be None. The output has x's memory layout. When no input needs a gradient (inference),
-    ft's buffer is overwritten (ASTRM passes its own temporary)."""
-
-    @staticmethod
-    def forward(ctx, x, fs, ft, theta):  # see the class docstring
-        if ft is not None and theta is not None and not any(ctx.needs_input_grad):
-            # Inference: ft is ASTRM's own temporary, so y = (1 + ft) x (1 + fs) can take its buffer.
-            y = ft.add_(1).mul_(x)
-            if fs is not None:
-                y.mul_(1 + fs)
-        else:
-            y = _refine(x, fs, ft)
-        ctx.save_for_backward(x, fs, ft, theta)
-        if theta is None:
-            return y.clone() if y is x else y
-        taps = theta.to(y.dtype)[:, None, :, :, None, None]  # (B, 1, C, K, 1, 1)
-        out = y * taps[:, :, :, theta.shape[-1] // 2]
-        return _add_shifted_taps(out, y, taps)
-
-    @staticmethod
-    @once_differentiable  # the hand-written backward is not itself differentiable
-    def backward(ctx, grad_out):
-        x, fs, ft, theta = ctx.saved_tensors
-        need_x, need_fs, need_ft, need_theta = ctx.needs_input_grad
-        grad_fs = grad_ft = grad_theta = None
-        if theta is None:
-            grad_y, own = grad_out, False
-        else:
-            taps = theta.to(grad_out.dtype)[:, None, :, :, None, None]
-            centre = grad_out * taps[:, :, :, theta.shape[-1] // 2]
-            grad_y = _add_shifted_taps(centre, grad_out, taps, transpose=True)  # the transposed correlation
-            own = True  # grad_y is ours: it may be updated in place below
-            if need_theta:
-                grad_theta = _tap_correlations(grad_out, x, fs, ft, theta.shape[-1]).to(theta.dtype)
-        if ft is not None and need_ft:
-            grad_ft = grad_y * x if fs is None else (grad_y * x).mul_(1 + fs)  # dL/dft = g_y * x * (1 + fs)
-        if ft is not None:  # u = g_y * (1 + ft)
-            grad_y = grad_y.addcmul_(grad_y, ft) if own else torch.addcmul(grad_y, grad_y, ft)
-            own = True
-        if fs is not None and need_fs:
-            grad_fs = _channel_dot(grad_y, x)  # dL/dfs = sum_c u * x
-        grad_x = None
-        if need_x:
-            if fs is None:
-                grad_x = grad_y
-            else:
-                grad_x = grad_y.mul_(1 + fs) if own else grad_y * (1 + fs)
-            grad_x = grad_x.to(x.dtype)
-        return grad_x, grad_fs, grad_ft, grad_theta
-
-
-def _tap_correlations(grad_out: torch.Tensor, x: torch.Tensor, fs: torch.Tensor | None, ft: torch.Tensor | None,
-                      kernel_size: int) -> torch.Tensor:
-    """The kernel's gradient: ``sum_{t,h,w} grad_out[:, t] * y[:, t + k - K//2]`` per (clip, channel, tap),
-    summed in fp32 at least, with y = x (1 + fs) (1 + ft) recomputed block by block (with the K//2 neighbouring
-    frames). Returns (B, C, K)."""
-    batch, length, channels = x.shape[:3]
-    half = kernel_size // 2
-    acc_dtype = torch.promote_types(grad_out.dtype, torch.float32)  # bf16 products are summed in fp32
-    result = torch.zeros(batch, channels, kernel_size, dtype=acc_dtype, device=x.device)
-    for start, stop in _frame_blocks(length, x[:, 0].numel(), x.device):
-        lo, hi = max(0, start - half), min(length, stop + half)
-        y = _refine(x[:, lo:hi], None if fs is None else fs[:, lo:hi], None if ft is None else ft[:, lo:hi])
-        for k in range(kernel_size):
-            offset = k - half
-            first, last = max(start, -offset), min(stop, length - offset)  # frames t whose t + offset is inside
-            if first >= last:
-                continue
-            prod = grad_out[:, first:last] * y[:, first + offset - lo : last + offset - lo]
-            result[:, :, k] += prod.sum(dim=(1, 3, 4), dtype=acc_dtype)
-    return result
-
-
-def _channel_dot(u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``sum_c u * x`` for (B, T, C, H, W) views, block by block -> (B, T, 1, H, W)."""
-    length = x.shape[1]
-    out = torch.empty(x.shape[0], length, 1, *x.shape[3:], dtype=u.dtype, device=x.device)
-    for start, stop in _frame_blocks(length, x[:, 0].numel(), x.device):
-        out[:, start:stop] = (u[:, start:stop] * x[:, start:stop]).sum(dim=2, keepdim=True)
-    return out
-
-
-class _ChannelPool(Function):
-    """x (N, C, H, W) -> Fs's input [mean_c(x); max_c(x)] (N, 2, H, W), channels_last, and Gt's input
-    mean_{H,W}(x) (N, C) (an empty tensor when ``with_spatial`` is False)."""
-
-    @staticmethod
-    def forward(ctx, x, with_spatial):  # see the class docstring
-        peak = x.amax(dim=1)  # (N, H, W)
-        ctx.save_for_backward(x, peak)
-        ctx.set_materialize_grads(False)
-        # (N, H, W, 2) permuted to (N, 2, H, W): channels_last, which the 7x7 conv runs much faster on the CPU
-        pooled = torch.stack([x.mean(dim=1), peak], dim=-1).permute(0, 3, 1, 2)
-        spatial = x.mean(dim=(2, 3)) if with_spatial else x.new_empty(0)
-        return pooled, spatial
-
-    @staticmethod
-    @once_differentiable  # the hand-written backward is not itself differentiable
-    def backward(ctx, grad_pooled, grad_spatial):
-        x, peak = ctx.saved_tensors
-        n, c, h, w = x.shape
-        grad = torch.zeros_like(x) if grad_pooled is None else torch.empty_like(x)
-        if grad_pooled is not None:
-            grad_mean = (grad_pooled[:, 0:1] / c).to(x.dtype)  # d mean_c / dx = 1/C
-            grad_peak = grad_pooled[:, 1:2].to(x.dtype)
-            for start, stop in _frame_blocks(n, x[0].numel(), x.device):
-                # d max_c / dx: 1/(number of tied maxima) at the maxima, 0 elsewhere (as torch.amax)
-                at_peak = x[start:stop] == peak[start:stop, None]  # (n, C, H, W) bool
-                share = grad_peak[start:stop] / at_peak.sum(dim=1, keepdim=True)
-                torch.where(at_peak, grad_mean[start:stop] + share, grad_mean[start:stop], out=grad[start:stop])
-        if grad_spatial is not None and grad_spatial.numel():
-            grad.add_((grad_spatial / (h * w)).to(x.dtype)[:, :, None, None])  # d mean_{H,W} / dx = 1/(HW)
-        return grad, None
-
-
-class _TemporalTaps(Function):
-    """z (B*T, 3*D, H, W), the three taps' 1x1 outputs (tap-major) -> (B*T, D, H, W) with
-    ``out[t] = z_0[t-1] + z_1[t] + z_2[t+1]`` (zero outside the clip): a (3,1,1) conv's sum over its taps."""
-
-    @staticmethod
-    def forward(ctx, z, clip_len):  # see the class docstring
-        n, taps_dim, h, w = z.shape
-        hidden, batch = taps_dim // 3, n // clip_len
-        channels_last = z.is_contiguous(memory_format=torch.channels_last)
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        out = torch.empty((n, hidden, h, w), dtype=z.dtype, device=z.device, memory_format=fmt)
-        z6 = z.view(batch, clip_len, 3, hidden, h, w)
-        out5 = out.view(batch, clip_len, hidden, h, w)
-        out5.copy_(z6[:, :, 1])
-        out5[:, 1:] += z6[:, :-1, 0]  # cross-correlation: frame t sees w0 . x[t-1] + w1 . x[t] + w2 . x[t+1]
-        out5[:, :-1] += z6[:, 1:, 2]
-        ctx.clip_len, ctx.fmt = clip_len, fmt
-        return out
-
-    @staticmethod
-    @once_differentiable  # the hand-written backward is not itself differentiable
-    def backward(ctx, grad_out):
-        n, hidden, h, w = grad_out.shape
-        clip_len = ctx.clip_len
-        batch = n // clip_len
-        grad = torch.empty((n, 3 * hidden, h, w), dtype=grad_out.dtype, device=grad_out.device,
-                           memory_format=ctx.fmt)
-        g6 = grad.view(batch, clip_len, 3, hidden, h, w)
-        g5 = grad_out.view(batch, clip_len, hidden, h, w)
-        g6[:, :, 1].copy_(g5)
-        g6[:, :-1, 0].copy_(g5[:, 1:])  # z_0[s] reached frame s + 1
-        g6[:, -1, 0].zero_()
-        g6[:, 1:, 2].copy_(g5[:, :-1])  # z_2[s] reached frame s - 1
-        g6[:, 0, 2].zero_()
-        return grad, None
-
-
-def dynamic_temporal_conv(y: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Depthwise temporal convolution of ``y`` with one kernel per (clip, channel), zero padded.
-
-    ``y``: (B, T, C, H, W), any memory layout; ``theta``: (B, C, K) with K odd. Returns (B, T, C, H, W) in ``y``'s
-    layout with ``out[:, t] = sum_k theta[:, :, k] * y[:, t + k - K//2]`` (a cross-correlation; terms outside the
-    clip are 0), computed as K shifted multiply-adds with a hand-written backward (no layout copies).
-    """
-    if y.device.type == "meta":
-        return dynamic_temporal_conv_grouped(y, theta)
-    return _RefineAndConvolve.apply(y, None, None, theta)
-
-
-def dynamic_temporal_conv_grouped(y: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """The same as :func:`dynamic_temporal_conv`, as TAM writes it: one grouped ``conv2d`` over (1, B*C, T, H*W).
-
-    It reorders ``y`` to (B*C, T, H*W) and the result back (a permuted view is returned). FLOP counters see it as
-    the K MACs per element it costs; the reference ASTRM uses it.
-    """
+def temporal_conv(y: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """⊛: ``out[:, t] = Σ_k θ[:, :, k] · y[:, t + k - K//2]`` (zero outside the clip), written as TAM does: one
+    grouped conv over (1, B*C, T, H*W). ``y`` (B, T, C, H, W), ``theta`` (B, C, K) -> (B, T, C, H, W) (a view)."""
     b, t, c, h, w = y.shape
     k = theta.shape[-1]
     y_ct = y.permute(0, 2, 1, 3, 4).reshape(1, b * c, t, h * w)  # (1, B*C, T, H*W)
@@ -267,95 +46,45 @@ def dynamic_temporal_conv_grouped(y: torch.Tensor, theta: torch.Tensor) -> torch
     return out.view(b, c, t, h, w).permute(0, 2, 1, 3, 4)
 
 
-def dynamic_temporal_conv_shifted(y: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """The same as :func:`dynamic_temporal_conv`, as K shifted products left to autograd (a plain reference)."""
-    length = y.shape[1]
-    half = theta.shape[-1] // 2
-    taps = theta.to(y.dtype)[:, None, :, :, None, None]  # (B, 1, C, K, 1, 1)
-    out = y * taps[:, :, :, half]
-    for k in range(theta.shape[-1]):
-        offset = k - half
-        if offset == 0 or abs(offset) >= length:
-            continue
-        if offset > 0:  # frame t takes y[t + offset]
-            out[:, : length - offset].addcmul_(y[:, offset:], taps[:, :, :, k])
-        else:
-            out[:, -offset:].addcmul_(y[:, : length + offset], taps[:, :, :, k])
-    return out
-
-
 class LocalSpatial(nn.Module):
-    """Fs (eq. 2): per-frame spatial attention map from the channel mean and max, (N, C, H, W) -> (N, 1, H, W)."""
+    """Fs (eq. 2): one spatial attention map per frame, (N, C, H, W) -> (N, 1, H, W) in (0, 1)."""
 
     def __init__(self, kernel_size: int = 7, batch_norm: bool = False) -> None:
         super().__init__()
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
-        # The paper's equation has no BN; the official CBAM code has one (momentum 0.01).
+        # The paper's equation has no BN; the official CBAM code has one (momentum 0.01): model.astrm.fs_bn.
         self.bn = nn.BatchNorm2d(1, momentum=0.01) if batch_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, 1, H, W) in (0, 1)."""
-        return self.from_pooled(_ChannelPool.apply(x, False)[0])
+        a = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)  # (N, 2, H, W)
+        return torch.sigmoid(self.bn(self.conv(a)))
 
-    def from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
-        """[mean_c(x); max_c(x)] (N, 2, H, W) -> (N, 1, H, W) in (0, 1)."""
-        return torch.sigmoid(self.bn(self.conv(pooled)))
-
-    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` with plain autograd operations."""
-        pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)  # (N, 2, H, W)
-        return torch.sigmoid(self.bn(self.conv(pooled)))
+    forward_reference = forward  # the name the export and the benchmarks know
 
 
 class LocalTemporal(nn.Module):
-    """Ft (eq. 3): Conv3d(C -> C/beta, (3,1,1)) -> ReLU -> BN3d -> Conv3d(C/beta -> C, 1x1x1) -> sigmoid.
-
-    The weights are stored as ``Conv3d`` weights (shapes as in the equation). The computation runs on the
-    frame-batched layout: the (3,1,1) conv is one 1x1 conv producing the three taps' contributions, summed with
-    a one-frame shift, which equals the Conv3d with zero padding (1, 0, 0) without folding the C-channel input to
-    (B, C, T, H, W) (on the CPU also much faster than Conv3d, whose backward is slow there). BN3d over
-    (B, C/beta, T, H, W) uses the same per-channel statistics as BN2d over (B*T, C/beta, H, W), so a BatchNorm2d
-    holds them.
-    """
+    """Ft (eq. 3): conv3x1x1 (C -> C/β) -> ReLU -> BN -> conv1x1x1 (C/β -> C) -> σ, at full resolution."""
 
     def __init__(self, channels: int, clip_len: int, beta: int = 4) -> None:
         super().__init__()
         hidden = max(1, channels // beta)
         self.clip_len = clip_len
         self.reduce = nn.Conv3d(channels, hidden, kernel_size=(3, 1, 1), padding=(1, 0, 0), bias=False)
-        self.bn = nn.BatchNorm2d(hidden)
+        self.bn = nn.BatchNorm2d(hidden)  # BN3d's per-channel statistics, kept on the frame layout
         self.expand = nn.Conv3d(hidden, channels, kernel_size=1, bias=False)
 
-    def _tap_weights(self) -> torch.Tensor:
-        """(hidden, C, 3, 1, 1) -> (3*hidden, C, 1, 1): tap-major, so the conv output splits as (3, hidden)."""
-        return self.reduce.weight.permute(2, 0, 1, 3, 4).reshape(3 * self.reduce.out_channels, -1, 1, 1)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B*T, C, H, W) -> (B*T, C, H, W)
+        h = torch.relu(self.reduce(fold(x, self.clip_len)))  # (B, C/β, T, H, W); paper order: δ, then BN
+        h = self.bn(unfold(h))  # (B*T, C/β, H, W)
+        return torch.sigmoid(unfold(self.expand(fold(h, self.clip_len))))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B*T, C, H, W) -> (B*T, C, H, W) in (0, 1)."""
-        z = F.conv2d(x, self._tap_weights())  # (B*T, 3*hidden, H, W)
-        hid = _TemporalTaps.apply(z, self.clip_len)  # (B*T, hidden, H, W)
-        hid = self.bn(torch.relu_(hid))  # paper order: ReLU, then BN; in place: nothing else reads hid
-        return torch.sigmoid_(F.conv2d(hid, self.expand.weight.flatten(2)[..., None]))
-
-    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` with plain autograd operations."""
-        n, _, h, w = x.shape
-        hidden = self.reduce.out_channels
-        z = F.conv2d(x, self._tap_weights())  # (B*T, 3*hidden, H, W)
-        z = z.view(n // self.clip_len, self.clip_len, 3, hidden, h, w)  # (B, T, 3, hidden, H, W)
-        hid = z[:, :, 1].clone()
-        hid[:, 1:] += z[:, :-1, 0]
-        hid[:, :-1] += z[:, 1:, 2]
-        hid = self.bn(torch.relu(hid.flatten(0, 1)))  # (B*T, hidden, H, W)
-        return torch.sigmoid(F.conv2d(hid, self.expand.weight.flatten(2)[..., None]))
+    forward_reference = forward
 
 
 class GlobalTemporal(nn.Module):
-    """Gt (eq. 4): one K-tap temporal kernel per (clip, channel) from the spatially pooled clip.
+    """Gt (eq. 4): GAP_{H,W} -> (B*C, T) -> FC(T, αT) -> BN -> ReLU -> FC(αT, K) -> σ (paper) or softmax (TAM).
 
-    GAP_{H,W} -> (B*C, T) -> Linear(T, alpha*T) -> BN1d -> ReLU -> Linear(alpha*T, K) -> sigmoid (paper) or
-    softmax (TAM). The FCs act along time and are shared by all channels (TAM's global branch).
-    """
+    The FCs act along time and are shared by all channels: one K-tap kernel θ per (clip, channel)."""
 
     def __init__(self, clip_len: int, alpha: int = 2, kernel_size: int = 3, activation: str = "sigmoid",
                  center_init: bool = False) -> None:
@@ -373,86 +102,66 @@ class GlobalTemporal(nn.Module):
                 self.fc2.bias[kernel_size // 2] = 4.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B*T, C, H, W) -> theta (B, C, K)."""
+        """(B*T, C, H, W) -> θ (B, C, K)."""
         return self.from_pooled(x.mean(dim=(2, 3)))
 
     def from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
-        """GAP_{H,W}(x) (B*T, C) -> theta (B, C, K)."""
+        """GAP_{H,W}(x) (B*T, C) -> θ (B, C, K)."""
         n, c = pooled.shape
         b = n // self.clip_len
-        pooled = pooled.view(b, self.clip_len, c).transpose(1, 2).reshape(b * c, self.clip_len)  # (B*C, T)
-        g = self.fc2(torch.relu(self.bn(self.fc1(pooled))))  # (B*C, K)
+        s = pooled.view(b, self.clip_len, c).transpose(1, 2).reshape(b * c, self.clip_len)  # (B*C, T)
+        g = self.fc2(torch.relu(self.bn(self.fc1(s))))  # (B*C, K)
         theta = torch.softmax(g, dim=-1) if self.activation == "softmax" else torch.sigmoid(g)
         return theta.view(b, c, -1)
 
 
 class ASTRM(nn.Module):
-    """Psi(x) = ((x * (1 + Fs)) * (1 + Ft)) conv_t Gt, shape preserving on (B*T, C, H, W).
-
-    Each of Fs, Ft, Gt can be switched off (``AstrmConfig.use_*``): a missing Fs or Ft is a factor 1, a missing
-    Gt means no temporal convolution. ``reference = True`` runs :meth:`forward_reference` instead (see
-    :func:`set_reference_implementation`).
-    """
+    """Ψ (eq. 1), shape preserving on (B*T, C, H, W). Fs, Ft, Gt can each be switched off (``AstrmConfig.use_*``):
+    a missing Fs or Ft is a factor 1, a missing Gt means no temporal convolution."""
 
     def __init__(self, channels: int, clip_len: int, cfg: AstrmConfig | None = None) -> None:
         super().__init__()
         cfg = cfg or AstrmConfig()
-        self.channels = channels
-        self.clip_len = clip_len
-        self.reference = False
+        self.channels, self.clip_len = channels, clip_len
+        self.fast = True  # astrm_fast's kernels (the same function); False: the code below
         self.fs = LocalSpatial(cfg.fs_kernel, cfg.fs_bn) if cfg.use_fs else None
         self.ft = LocalTemporal(channels, clip_len, cfg.beta) if cfg.use_ft else None
         self.gt = (GlobalTemporal(clip_len, cfg.alpha, cfg.kernel_size, cfg.gt_activation, cfg.gt_center_init)
                    if cfg.use_gt else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B*T, C, H, W) -> (B*T, C, H, W)."""
         if x.shape[0] % self.clip_len != 0:
             raise ValueError(f"ASTRM built for {self.clip_len} frames got a batch of {x.shape[0]} frames")
-        # On the meta device (FLOP counting) the reference form shows the temporal conv as the conv it is.
-        if self.reference or x.device.type == "meta":
-            return self.forward_reference(x)
-        if self.fs is None and self.ft is None and self.gt is None:
-            return x
-        n, c, h, w = x.shape
-        frames = (n // self.clip_len, self.clip_len)
-        # All three branches look at the same input x (parallel), then are applied in the order of eq. 1.
-        fs = theta = None
-        if self.fs is not None:
-            pooled, spatial = _ChannelPool.apply(x, self.gt is not None)  # (B*T, 2, H, W), (B*T, C)
-            fs = self.fs.from_pooled(pooled).view(*frames, 1, h, w)  # (B, T, 1, H, W)
-            if self.gt is not None:
-                theta = self.gt.from_pooled(spatial)  # (B, C, K)
-        elif self.gt is not None:
-            theta = self.gt(x)
-        ft = self.ft(x).view(*frames, c, h, w) if self.ft is not None else None  # (B, T, C, H, W)
-        out = _RefineAndConvolve.apply(x.view(*frames, c, h, w), fs, ft, theta)  # (B, T, C, H, W), x's layout
-        return out.view(n, c, h, w)
+        if self.fast and x.device.type != "meta":
+            return astrm_fast.forward(self, x)
+        return self.forward_reference(x)
 
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` with plain autograd operations (the implementation before the speed work)."""
+        """Eq. 1 as written: all three branches read the same x, then x ⊙ (1 + Fs) ⊙ (1 + Ft) ⊛ Gt."""
         theta = self.gt(x) if self.gt is not None else None  # (B, C, K)
         y = x
         if self.fs is not None:
-            y = y * (1 + self.fs.forward_reference(x))  # (B*T, 1, H, W) broadcast over channels
+            y = y * (1 + self.fs(x))  # (B*T, 1, H, W) broadcast over the channels
         if self.ft is not None:
-            y = y * (1 + self.ft.forward_reference(x))
+            y = y * (1 + self.ft(x))
         if theta is None:
             return y
         n, c, h, w = y.shape
         y5 = y.view(n // self.clip_len, self.clip_len, c, h, w)  # (B, T, C, H, W)
-        # One copy back to the frame layout, in the input's memory format (channels_last stays channels_last).
-        out = torch.empty_like(y)
-        out.view_as(y5).copy_(dynamic_temporal_conv_grouped(y5, theta))
+        out = torch.empty_like(y)  # back to the frame layout, in the input's memory format
+        out.view_as(y5).copy_(temporal_conv(y5, theta))
         return out
 
 
 def set_reference_implementation(model: nn.Module, enabled: bool = True) -> int:
-    """Make every ASTRM in ``model`` run its plain autograd form (``enabled``) or the fast one; returns how many.
-
-    For equivalence tests and the before/after benchmark: both forms compute the same function.
-    """
+    """Make every ASTRM in ``model`` run the code of this file (``enabled``) or ``astrm_fast``; returns how many."""
     modules = [m for m in model.modules() if isinstance(m, ASTRM)]
     for module in modules:
-        module.reference = enabled
+        module.fast = not enabled
     return len(modules)
+
+
+# The fast temporal convolutions, under the names the tests and benchmarks know.
+dynamic_temporal_conv = astrm_fast.dynamic_temporal_conv
+dynamic_temporal_conv_shifted = astrm_fast.dynamic_temporal_conv_shifted
+dynamic_temporal_conv_grouped = temporal_conv
