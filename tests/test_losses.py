@@ -15,7 +15,6 @@ from pespot.config import LossConfig
 from pespot.errors import ConfigError
 from pespot.train.losses import (
     MemoryBank,
-    all_gather_concat,
     bce_loss,
     build_loss,
     ce_loss,
@@ -306,16 +305,19 @@ def _ddp_worker(rank: int, world: int, port: int, queue) -> None:  # pragma: no 
     n = 3 + rank  # unequal sizes across ranks
     z = F.normalize(torch.randn(n, 4, generator=g), dim=1)
     w = torch.tensor([[0.0, 1.0, 0.0]] * n)
+    from pespot.train.distributed import DistInfo, all_gather_cat
+
+    info = DistInfo(rank=rank, world_size=world, device=torch.device("cpu"), backend="gloo")
     bank = MemoryBank(2, dim=4, size=8, max_enqueue=4)
-    bank.update(z, w, gather_fn=all_gather_concat)
-    bank.update(z.flip(0), w, gather_fn=all_gather_concat)
+    bank.update(z, w, gather_fn=lambda t: all_gather_cat(t, info))
+    bank.update(z.flip(0), w, gather_fn=lambda t: all_gather_cat(t, info))
     # plain lists: torch's shared-memory tensor passing needs the sender alive until the receiver reads
     queue.put((rank, {k: v.tolist() for k, v in bank.state_dict().items()}))
     dist.barrier()
     dist.destroy_process_group()
 
 
-def test_all_gather_concat_keeps_banks_identical_across_ranks():
+def test_all_gather_cat_keeps_banks_identical_across_ranks():
     import torch.multiprocessing as mp
 
     with socket.socket() as s:

@@ -43,10 +43,14 @@ class ModelConfig:
     backbone: str = "regnety_002"  # regnety_002 (368-d) | regnety_008 (768-d), from timm
     pretrained: bool = True  # ImageNet weights through timm when the network allows; else warn + random init
     weights: str | None = None  # local timm-format state dict (.safetensors or .pth), loaded before insertion
-    temporal_module: str = "astrm"  # per-bottleneck module: none | tsm | gsm | astrm
+    temporal_module: str = "astrm"  # per-bottleneck module (pespot.registry.TEMPORAL_MODULES): none | tsm | gsm | astrm
     astrm: AstrmConfig = field(default_factory=AstrmConfig)
-    temporal_head: str = "bigru"  # bigru | bigru2 | bilstm | transformer_l1h8 | transformer_l2h8 | deformable | mstcn | none
+    # pespot.registry.TEMPORAL_HEADS: bigru | bilstm | transformer | deformable | mstcn | none (old names kept as
+    # aliases: bigru2 = bigru with 2 layers, transformer_l1h8 / transformer_l2h8 = transformer, 8 heads, 1 / 2 layers)
+    temporal_head: str = "bigru"
     hidden_dim: int | None = None  # temporal head width; None = feature dim (capped at 768, as E2E-Spot)
+    head_layers: int | None = None  # layers of the head (MS-TCN: stages); None = its default (or the alias's)
+    head_heads: int | None = None  # attention heads (transformer, deformable); None = 8
     dropout: float = 0.5  # before the classifier (E2E-Spot)
     clip_len: int = 128  # frames per clip; modules with a fixed length (tsm, gsm, astrm) are built for it
     projection_dim: int = 128  # SoftIC projection head output (only built when the loss needs it)
@@ -433,20 +437,14 @@ def save_config(cfg: Config, path: str | Path) -> None:
 
 _CHOICES = {
     "model.backbone": ("regnety_002", "regnety_008"),
-    "model.temporal_module": ("none", "tsm", "gsm", "astrm"),
-    "model.temporal_head": (
-        "bigru", "bigru2", "bilstm", "transformer_l1h8", "transformer_l2h8", "deformable", "mstcn", "none"),
     "model.softic_feature": ("temporal", "backbone"),
     "model.residual_init": ("live", "zero"),
     "model.astrm.gt_activation": ("sigmoid", "softmax"),
-    "loss.classification": ("bce", "ce", "focal"),
     "loss.contrastive": ("softic", "ic", "none"),
     "loss.omega_mode": ("divide", "multiply", "none"),
     "optim.sam": ("asam", "sam", "none"),
-    "optim.scheduler": ("warmup_cosine", "e2e_chained"),
     "train.criterion": ("map", "loss"),
     "train.amp": ("auto", "bf16", "none"),
-    "eval.nms": ("local_max", "greedy", "soft", "none"),
     "eval.tta": ("none", "flip"),
 }
 
@@ -460,6 +458,13 @@ def validate(cfg: Config) -> None:
             node = node[part]
         if node not in choices:
             raise ConfigError(f"config key '{key}': expected one of {', '.join(choices)}, got {node!r}")
+    from pespot import registry  # the pluggable parts: temporal modules and heads, losses, NMS, schedules
+
+    for key, reg in registry.ALL.items():
+        node = data
+        for part in key.split("."):
+            node = node[part]
+        reg.get(node)  # a ConfigError naming the key and the registered names
     positive = {
         "model.clip_len": cfg.model.clip_len,
         "train.epochs": cfg.train.epochs,
@@ -493,6 +498,8 @@ def _validate_ranges(cfg: Config) -> None:
         "model.astrm.alpha": cfg.model.astrm.alpha,
         "model.projection_dim": cfg.model.projection_dim,
         "model.hidden_dim": cfg.model.hidden_dim,  # 0 would silently mean "the default width"
+        "model.head_layers": cfg.model.head_layers,
+        "model.head_heads": cfg.model.head_heads,
         "data.height": cfg.data.height,
         "data.crop": cfg.data.crop,
         "train.threads": cfg.train.threads,  # 0 would silently mean "torch's default"
@@ -530,12 +537,14 @@ def _validate_ranges(cfg: Config) -> None:
     for i, beta in enumerate(cfg.optim.betas):
         if not 0.0 <= beta < 1.0:
             raise ConfigError(f"config key 'optim.betas[{i}]': expected 0 <= beta < 1, got {beta}")
-    head, width = cfg.model.temporal_head, cfg.model.hidden_dim
-    # 8 attention heads; width None = the backbone's (368 or 768), a multiple of 8.
-    if (head.startswith("transformer") or head == "deformable") and width is not None and width % 8 != 0:
-        raise ConfigError(f"config key 'model.hidden_dim': the {head} head has 8 attention heads, so the width "
-                          f"must be a multiple of 8, got {width}")
+    head, width, heads = cfg.model.temporal_head, cfg.model.hidden_dim, cfg.model.head_heads or 8
+    # width None = the backbone's (368 or 768), a multiple of 8.
+    if (head.startswith("transformer") or head == "deformable") and width is not None and width % heads != 0:
+        raise ConfigError(f"config key 'model.hidden_dim': the {head} head has {heads} attention heads, so the "
+                          f"width must be a multiple of {heads}, got {width}")
 
 
 def _or_null(key: str) -> str:
-    return " or null" if key in ("model.hidden_dim", "data.crop", "train.threads") else ""
+    nullable = ("model.hidden_dim", "model.head_layers", "model.head_heads", "data.crop", "train.threads",
+                "train.val_videos")
+    return " or null" if key in nullable else ""

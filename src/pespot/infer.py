@@ -181,7 +181,9 @@ def load_predictor(run_or_ckpt: str | Path, device: str | torch.device = "auto",
         raise DataError(f"{path}: weights do not fit the model its config describes ({len(ckpt_classes)} "
                         f"classes): {detail}") from None
     model.eval().to(dev)  # build_model already put the backbone in channels_last when the config says so
-    activation = "softmax" if cfg.loss.classification == "ce" else "sigmoid"
+    from pespot.registry import activation as loss_activation
+
+    activation = loss_activation(cfg.loss.classification)
     tta = cfg.eval.tta if tta is None else tta
     if tta not in TTA_CHOICES:
         raise ConfigError(f"--tta '{tta}': expected one of {', '.join(TTA_CHOICES)}")
@@ -499,29 +501,21 @@ def scores_to_events(scores: np.ndarray, classes: list[str], threshold: float = 
     ``soft`` (decay the neighbours' scores instead; events falling below the threshold are dropped) or
     ``none``. Events are sorted by frame, then class order.
     """
-    from pespot import postprocess
+    from pespot.registry import NMS
 
     scores = np.asarray(scores)
     if scores.ndim != 2 or scores.shape[1] != len(classes) + 1:
         raise DataError(f"scores of shape {scores.shape}: expected (num_frames, {len(classes) + 1}) "
                         f"for {len(classes)} classes plus background")
-    if nms not in NMS_CHOICES:
-        raise ConfigError(f"--nms '{nms}': expected one of {', '.join(NMS_CHOICES)}")
+    if nms not in NMS:
+        raise ConfigError(f"--nms '{nms}': expected one of {', '.join(NMS.names())}")
     if isinstance(nms_window, bool) or int(nms_window) != nms_window or nms_window < 0:
         raise ConfigError(f"--nms-window: expected a non-negative whole number of frames, got {nms_window!r}")
     # Candidates, row-major: sorted by frame, then class. Column 0 (background) never makes an event.
     frames, columns = np.nonzero(scores[:, 1:] >= threshold)
     values = scores[frames, columns + 1].astype(np.float64)
-    if nms == "local_max":
-        keep = postprocess.local_max_keep(frames, values, nms_window, groups=columns)
-    elif nms == "greedy":
-        keep = postprocess.greedy_keep(frames, values, nms_window, groups=columns)
-    elif nms == "soft":
-        keep, decayed = postprocess.soft_nms_scores(frames, values, nms_window, groups=columns,
-                                                    threshold=threshold)
-        values = np.where(keep, decayed, values)
-    else:
-        keep = np.ones(frames.shape, dtype=bool)
+    keep, kept_scores = NMS.get(nms).builder(frames, values, nms_window, columns, threshold)
+    values = np.where(keep, kept_scores, values)  # soft-NMS decays the scores of what it keeps
     if top_k is not None:
         if isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1:
             raise ConfigError(f"--top-k: expected a positive whole number of events per class, got {top_k!r}")

@@ -285,3 +285,20 @@ def apply_nms(videos: list[Video], method: str, window: int, *, threshold: float
                          extra=copy.deepcopy(v.extra)))
     return out
 
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the NMS registry (pespot.registry.NMS): what scores_to_events and the eval.nms key use
+
+
+def _register_nms() -> None:
+    from pespot.registry import NMS
+
+    # builder(frames, scores, window, groups, threshold) -> (keep mask, scores of the kept events)
+    NMS.register("local_max")(lambda f, s, w, g, t: (local_max_keep(f, s, w, groups=g), s))
+    NMS.register("greedy")(lambda f, s, w, g, t: (greedy_keep(f, s, w, groups=g), s))
+    NMS.register("soft")(lambda f, s, w, g, t: soft_nms_scores(f, s, w, groups=g, threshold=t))
+    NMS.register("none")(lambda f, s, w, g, t: (np.ones(np.shape(f), dtype=bool), s))
+
+
+_register_nms()

@@ -24,9 +24,9 @@ from torch import nn
 
 from pespot.config import AstrmConfig
 from pespot.errors import ConfigError, PespotError
+from pespot.registry import TEMPORAL_MODULES
 
 FEATURE_DIMS = {"regnety_002": 368, "regnety_008": 768}
-TEMPORAL_MODULES = ("none", "tsm", "gsm", "astrm")
 RESIDUAL_INITS = ("live", "zero")
 
 
@@ -168,26 +168,50 @@ def bottlenecks(net: nn.Module) -> list[nn.Module]:
     return [block for stage in (net.s1, net.s2, net.s3, net.s4) for block in stage.children()]
 
 
+@TEMPORAL_MODULES.register("none", where=None)
+def _no_module(channels: int, clip_len: int, astrm: AstrmConfig | None) -> nn.Module | None:
+    return None
+
+
+@TEMPORAL_MODULES.register("tsm", where="input")
+def _tsm(channels: int, clip_len: int, astrm: AstrmConfig | None) -> nn.Module:
+    from pespot.model.shift import TemporalShift
+
+    return TemporalShift(channels, clip_len)
+
+
+@TEMPORAL_MODULES.register("gsm", where="input")
+def _gsm(channels: int, clip_len: int, astrm: AstrmConfig | None) -> nn.Module:
+    from pespot.model.shift import GatedShift
+
+    return GatedShift(channels, clip_len)
+
+
+@TEMPORAL_MODULES.register("astrm", where="output")
+def _astrm(channels: int, clip_len: int, astrm: AstrmConfig | None) -> nn.Module:
+    from pespot.model.astrm import ASTRM
+
+    return ASTRM(channels, clip_len, astrm)
+
+
 def insert_temporal_modules(net: nn.Module, kind: str, clip_len: int, astrm: AstrmConfig | None = None
                             ) -> list[nn.Module]:
-    """Put a ``kind`` temporal module into every bottleneck of s1-s4 (in place); returns the inserted modules."""
-    from pespot.model.astrm import ASTRM
-    from pespot.model.shift import GatedShift, ShiftThenConv, TemporalShift
+    """Put a ``kind`` temporal module (``pespot.registry.TEMPORAL_MODULES``) into every bottleneck of s1-s4 (in
+    place); returns the inserted modules. A module declared ``where="input"`` acts on conv1's input (E2E-Spot's
+    shifts), ``"output"`` after conv1 -> BN -> ReLU (ASTRM); ``None`` inserts nothing."""
+    from pespot.model.shift import ShiftThenConv
 
-    if kind not in TEMPORAL_MODULES:
-        raise ConfigError(f"config key 'model.temporal_module': expected one of {', '.join(TEMPORAL_MODULES)}, "
-                          f"got {kind!r}")
+    entry = TEMPORAL_MODULES.get(kind)
     inserted: list[nn.Module] = []
-    if kind == "none":
+    if entry.where is None:
         return inserted
     for block in bottlenecks(net):
         conv1 = block.conv1
-        if kind == "astrm":
-            module = ASTRM(conv1.conv.out_channels, clip_len, astrm)
+        if entry.where == "output":
+            module = entry.builder(conv1.conv.out_channels, clip_len, astrm)
             block.conv1 = nn.Sequential(conv1, module)  # after conv1 -> BN -> ReLU, before conv2
         else:
-            shift_cls = GatedShift if kind == "gsm" else TemporalShift
-            module = shift_cls(conv1.conv.in_channels, clip_len)
+            module = entry.builder(conv1.conv.in_channels, clip_len, astrm)
             block.conv1 = ShiftThenConv(conv1, module)  # on conv1's input
         inserted.append(module)
     return inserted

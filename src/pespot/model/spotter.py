@@ -21,6 +21,7 @@ from pespot.config import Config
 from pespot.errors import PespotError
 from pespot.model.backbone import FEATURE_DIMS, create_backbone, insert_temporal_modules
 from pespot.model.temporal import build_temporal_head
+from pespot.registry import TEMPORAL_MODULES
 
 
 class ProjectionHead(nn.Module):
@@ -149,13 +150,14 @@ def build_model(cfg: Config, num_classes: int, with_projection: bool | None = No
         backbone = backbone.to(memory_format=torch.channels_last)  # before insertion: ASTRM/GSM hold 5D weights
     inserted = insert_temporal_modules(backbone, mcfg.temporal_module, mcfg.clip_len, mcfg.astrm)
     feature_dim = FEATURE_DIMS[mcfg.backbone]
-    head = build_temporal_head(mcfg.temporal_head, feature_dim, mcfg.hidden_dim)
+    head = build_temporal_head(mcfg.temporal_head, feature_dim, mcfg.hidden_dim, mcfg.head_layers, mcfg.head_heads)
     if with_projection is None:
         with_projection = cfg.loss.contrastive != "none"
     projection = None
     if with_projection:
         proj_in = head.out_dim if mcfg.softic_feature == "temporal" else feature_dim
         projection = ProjectionHead(proj_in, mcfg.projection_dim)
-    return Spotter(backbone, inserted, head, num_classes, mcfg.clip_len,
-                   fixed_clip_len=mcfg.temporal_module != "none", feature_dim=feature_dim, dropout=mcfg.dropout,
+    fixed = TEMPORAL_MODULES.get(mcfg.temporal_module).where is not None  # built for exactly clip_len frames
+    return Spotter(backbone, inserted, head, num_classes, mcfg.clip_len, fixed_clip_len=fixed,
+                   feature_dim=feature_dim, dropout=mcfg.dropout,
                    projection=projection, softic_feature=mcfg.softic_feature, channels_last=mcfg.channels_last)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pespot.errors import ConfigError
+from pespot.registry import TEMPORAL_HEADS as HEADS
 
 MAX_RNN_HIDDEN = 768  # E2E-Spot caps the GRU width at RegNetY-800MF's feature size
 
@@ -207,25 +208,51 @@ class MSTCNHead(nn.Module):
         return y.transpose(1, 2)
 
 
-TEMPORAL_HEADS = ("bigru", "bigru2", "bilstm", "transformer_l1h8", "transformer_l2h8", "deformable", "mstcn", "none")
+@HEADS.register("bigru", aliases={"bigru2": {"layers": 2}})
+def _bigru(in_dim: int, width: int | None, layers: int | None, heads: int | None) -> nn.Module:
+    # E2E-Spot: the width is the feature width, capped at 768
+    return BiRNN(in_dim, width or min(in_dim, MAX_RNN_HIDDEN), num_layers=layers or 1, cell="gru")
 
 
-def build_temporal_head(name: str, in_dim: int, hidden_dim: int | None = None) -> nn.Module:
-    """The temporal head ``name`` for ``in_dim``-wide frame features.
+@HEADS.register("bilstm")
+def _bilstm(in_dim: int, width: int | None, layers: int | None, heads: int | None) -> nn.Module:
+    return BiRNN(in_dim, width or min(in_dim, MAX_RNN_HIDDEN), num_layers=layers or 1, cell="lstm")
 
-    ``hidden_dim`` (config ``model.hidden_dim``) sets the width; None = the feature width capped at 768 for the
-    RNNs (E2E-Spot), the feature width for the attention heads, 256 for MS-TCN.
+
+@HEADS.register("transformer", aliases={"transformer_l1h8": {"layers": 1, "heads": 8},
+                                        "transformer_l2h8": {"layers": 2, "heads": 8}})
+def _transformer(in_dim: int, width: int | None, layers: int | None, heads: int | None) -> nn.Module:
+    return TransformerHead(in_dim, width or in_dim, num_layers=layers or 1, heads=heads or 8)
+
+
+@HEADS.register("deformable")
+def _deformable(in_dim: int, width: int | None, layers: int | None, heads: int | None) -> nn.Module:
+    return DeformableHead(in_dim, width or in_dim, num_layers=layers or 2, heads=heads or 8)
+
+
+@HEADS.register("mstcn")
+def _mstcn(in_dim: int, width: int | None, layers: int | None, heads: int | None) -> nn.Module:
+    return MSTCNHead(in_dim, width or 256, num_stages=layers or 3)  # model.head_layers = stages
+
+
+@HEADS.register("none")
+def _none(in_dim: int, width: int | None, layers: int | None, heads: int | None) -> nn.Module:
+    return Identity(in_dim)
+
+
+TEMPORAL_HEADS = tuple(HEADS.registered())  # every name a config may use (aliases included)
+
+
+def build_temporal_head(name: str, in_dim: int, hidden_dim: int | None = None, layers: int | None = None,
+                        heads: int | None = None) -> nn.Module:
+    """The temporal head ``name`` (``pespot.registry.TEMPORAL_HEADS``) for ``in_dim``-wide frame features.
+
+    ``hidden_dim`` (``model.hidden_dim``) sets the width: None = the feature width capped at 768 for the RNNs
+    (E2E-Spot), the feature width for the attention heads, 256 for MS-TCN. ``layers`` / ``heads``
+    (``model.head_layers`` / ``model.head_heads``): None = the head's default or what an alias such as
+    ``transformer_l2h8`` fixes.
     """
-    if name in ("bigru", "bigru2", "bilstm"):
-        hidden = hidden_dim or min(in_dim, MAX_RNN_HIDDEN)
-        return BiRNN(in_dim, hidden, num_layers=2 if name == "bigru2" else 1,
-                     cell="lstm" if name == "bilstm" else "gru")
-    if name in ("transformer_l1h8", "transformer_l2h8"):
-        return TransformerHead(in_dim, hidden_dim or in_dim, num_layers=1 if name == "transformer_l1h8" else 2)
-    if name == "deformable":
-        return DeformableHead(in_dim, hidden_dim or in_dim)
-    if name == "mstcn":
-        return MSTCNHead(in_dim, hidden_dim or 256)
-    if name == "none":
-        return Identity(in_dim)
-    raise ConfigError(f"config key 'model.temporal_head': expected one of {', '.join(TEMPORAL_HEADS)}, got {name!r}")
+    entry = HEADS.get(name)
+    layers = layers if layers is not None else entry.settings.get("layers")
+    heads = heads if heads is not None else entry.settings.get("heads")
+    return entry.builder(in_dim, hidden_dim, layers, heads)

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from pespot.config import LossConfig
 from pespot.errors import ConfigError
+from pespot.registry import LOSSES
 
 GatherFn = Callable[[Tensor], Tensor]
 
@@ -184,7 +185,7 @@ class MemoryBank(nn.Module):
         """Enqueue this step's candidates; returns (K+1,) how many entries each class received.
 
         ``gather_fn`` (distributed training) maps a local (n, ...) tensor to the concatenation over all ranks in
-        rank order (e.g. ``all_gather_concat``); every rank then runs the same deterministic selection on the same
+        rank order (e.g. ``distributed.all_gather_cat``); every rank then runs the same deterministic selection on the same
         data, so the banks stay identical without broadcasting them.
         """
         z = proj.detach().reshape(-1, proj.shape[-1]).float()  # (N, D)
@@ -223,31 +224,6 @@ class MemoryBank(nn.Module):
             self.count[c] = min(n_valid + n, self.size)
             added[c] = n
         return added
-
-
-def all_gather_concat(tensor: Tensor) -> Tensor:
-    """Concatenate ``tensor`` (n_rank, ...) from every rank along dim 0 (rank order); identity when not distributed.
-
-    Ranks may hold different n: tensors are padded to the largest n for ``all_gather`` and trimmed after.
-    """
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return tensor
-    world = dist.get_world_size()
-    n_local = torch.tensor([tensor.shape[0]], device=tensor.device)
-    sizes = [torch.zeros_like(n_local) for _ in range(world)]
-    dist.all_gather(sizes, n_local)
-    n_max = int(max(int(s) for s in sizes))
-    padded = tensor.new_zeros((n_max, *tensor.shape[1:]))
-    padded[: tensor.shape[0]] = tensor
-    gathered = [torch.zeros_like(padded) for _ in range(world)]
-    dist.all_gather(gathered, padded.contiguous())
-    return torch.cat([g[: int(s)] for g, s in zip(gathered, sizes)], dim=0)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# contrastive losses
 
 
 def _zero_like_graph(proj: Tensor) -> Tensor:
@@ -344,6 +320,21 @@ def ic_loss(
         return -mean_log_prob_pos.mean(), num_anchors
 
 
+@LOSSES.register("bce", activation="sigmoid")
+def _bce(logits: Tensor, targets: Tensor, cfg: LossConfig) -> Tensor:
+    return bce_loss(logits, targets, cfg.bce_fg_weight)
+
+
+@LOSSES.register("ce", activation="softmax")
+def _ce(logits: Tensor, targets: Tensor, cfg: LossConfig) -> Tensor:
+    return ce_loss(logits, targets, cfg.fg_weight)
+
+
+@LOSSES.register("focal", activation="sigmoid")
+def _focal(logits: Tensor, targets: Tensor, cfg: LossConfig) -> Tensor:
+    return focal_loss(logits, targets, cfg.focal_gamma, cfg.focal_alpha)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # the training loss
 
@@ -378,17 +369,12 @@ class SpottingLoss(nn.Module):
 
     @property
     def score_activation(self) -> str:
-        """How inference turns logits into scores: 'sigmoid' (bce, focal) or 'softmax' (ce)."""
-        return "softmax" if self.cfg.classification == "ce" else "sigmoid"
+        """How inference turns logits into scores, as the classification loss declares it (``sigmoid``/``softmax``)."""
+        return LOSSES.get(self.cfg.classification).activation
 
     def classification_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """The classification term alone."""
-        cfg = self.cfg
-        if cfg.classification == "bce":
-            return bce_loss(logits, targets, cfg.bce_fg_weight)
-        if cfg.classification == "ce":
-            return ce_loss(logits, targets, cfg.fg_weight)
-        return focal_loss(logits, targets, cfg.focal_gamma, cfg.focal_alpha)
+        """The classification term alone (``pespot.registry.LOSSES``)."""
+        return LOSSES.get(self.cfg.classification).builder(logits, targets, self.cfg)
 
     def forward(
         self, logits: Tensor, targets: Tensor, proj: Tensor | None = None, step_fraction: float = 0.0
@@ -431,8 +417,8 @@ class SpottingLoss(nn.Module):
 
 
 def _check_config(cfg: LossConfig, num_classes: int) -> None:
+    LOSSES.get(cfg.classification)  # a ConfigError naming loss.classification and the registered losses
     choices = {
-        "classification": ("bce", "ce", "focal"),
         "contrastive": ("softic", "ic", "none"),
         "omega_mode": ("divide", "multiply", "none"),
     }

@@ -21,6 +21,7 @@ from torch.optim.lr_scheduler import ChainedScheduler, CosineAnnealingLR, Lambda
 
 from pespot.config import OptimConfig
 from pespot.errors import ConfigError
+from pespot.registry import SCHEDULERS
 
 
 class WarmupCosine:
@@ -60,19 +61,23 @@ def build_scheduler(
         raise ConfigError(f"config key 'optim.min_lr_factor': expected in [0, 1], got {optim_cfg.min_lr_factor}")
     total = steps_per_epoch * epochs
     warmup = round(optim_cfg.warmup_epochs * steps_per_epoch)
-    if optim_cfg.scheduler == "warmup_cosine":
-        return LambdaLR(optimizer, WarmupCosine(warmup, total, optim_cfg.warmup_start_factor, optim_cfg.min_lr_factor))
-    if optim_cfg.scheduler == "e2e_chained":
-        if total - warmup <= 0:
-            raise ConfigError(f"config key 'train.epochs': e2e_chained needs more epochs ({epochs}) than "
-                              f"optim.warmup_epochs ({optim_cfg.warmup_epochs})")
-        # constructed in E2E-Spot's order: each constructor applies its step-0 factor to the optimiser's lr
-        schedulers: list[LRScheduler] = []
-        if warmup > 0:
-            schedulers.append(LinearLR(optimizer, start_factor=optim_cfg.warmup_start_factor, end_factor=1.0,
-                                       total_iters=warmup))
-        schedulers.append(CosineAnnealingLR(optimizer, T_max=total - warmup,
-                                            eta_min=optim_cfg.min_lr_factor * optim_cfg.lr))
-        return ChainedScheduler(schedulers)
-    raise ConfigError(f"config key 'optim.scheduler': expected warmup_cosine or e2e_chained, "
-                      f"got {optim_cfg.scheduler!r}")
+    return SCHEDULERS.get(optim_cfg.scheduler).builder(optimizer, optim_cfg, warmup, total)
+
+
+@SCHEDULERS.register("warmup_cosine")
+def _warmup_cosine(optimizer: torch.optim.Optimizer, optim_cfg: OptimConfig, warmup: int, total: int) -> LRScheduler:
+    return LambdaLR(optimizer, WarmupCosine(warmup, total, optim_cfg.warmup_start_factor, optim_cfg.min_lr_factor))
+
+
+@SCHEDULERS.register("e2e_chained")
+def _e2e_chained(optimizer: torch.optim.Optimizer, optim_cfg: OptimConfig, warmup: int, total: int) -> LRScheduler:
+    if total - warmup <= 0:
+        raise ConfigError(f"config key 'train.epochs': e2e_chained needs more steps ({total}) than "
+                          f"optim.warmup_epochs gives the warm-up ({warmup})")
+    # constructed in E2E-Spot's order: each constructor applies its step-0 factor to the optimiser's lr
+    schedulers: list[LRScheduler] = []
+    if warmup > 0:
+        schedulers.append(LinearLR(optimizer, start_factor=optim_cfg.warmup_start_factor, end_factor=1.0,
+                                   total_iters=warmup))
+    schedulers.append(CosineAnnealingLR(optimizer, T_max=total - warmup, eta_min=optim_cfg.min_lr_factor * optim_cfg.lr))
+    return ChainedScheduler(schedulers)
