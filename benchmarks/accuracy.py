@@ -82,13 +82,14 @@ E2E_SPOT_KEYS: dict[str, Any] = {
 ROWS: list[Row] = [
     Row("e2e-spot", "E2E-Spot: GSM + Bi-GRU, CE (fg weight 5), plain AdamW, chained schedule, mixup 0.2",
         E2E_SPOT_KEYS, "Baseline: E2E-Spot (RegNet-Y 200MF + GSM): 61.19 / 73.25"),
-    Row("paper", "the paper: ASTRM + Bi-GRU, BCE + SoftIC, ASAM (rho 2), mixup 0.1",
+    Row("paper", "the paper: ASTRM + Bi-GRU, BCE + SoftIC, ASAM (rho 2; in the last quarter of the steps, "
+        "the recipe's optim.sam_start), mixup 0.1",
         PAPER_KEYS, "ASTRM + ASAM + SoftIC loss: 73.74 / 79.11"),
     Row("paper-gsm", "paper with GSM instead of ASTRM",
         {**PAPER_KEYS, "model.temporal_module": "gsm"}, "none (Table 3 swaps GSM for ASTRM only in the baseline)"),
     Row("paper-no-softic", "paper without the SoftIC term (BCE only)",
         {**PAPER_KEYS, "loss.contrastive": "none"}, "ASTRM + ASAM: 72.65 / 78.58"),
-    Row("paper-no-asam", "paper with plain AdamW (no ASAM)",
+    Row("paper-no-asam", "paper with plain AdamW (no ASAM): the from-scratch recipe of the demo",
         {**PAPER_KEYS, "optim.sam": "none"}, "ASTRM + SoftIC, no ASAM: not in Table 3"),
     Row("paper-sam", "paper with SAM (rho 0.05, SAM's own scale) instead of ASAM",
         {**PAPER_KEYS, "optim.sam": "sam"}, "ASTRM + SAM (without SoftIC): 71.89 / 77.50"),
@@ -96,17 +97,17 @@ ROWS: list[Row] = [
         {**PAPER_KEYS, "loss.classification": "focal", "loss.contrastive": "none"},
         "ASTRM + ASAM + Focal Loss: 70.36 / 76.86"),
 ]
-# The from-scratch recipe's own rows (``--suite recipe``): the paper's model with the synthetic preset, and with one
-# of the recipe's deviations from the paper's training recipe undone.
+# The from-scratch recipe's own rows (``--suite recipe``): the recipe is the synthetic preset as it is, i.e. the
+# paper's model with plain AdamW = the row ``paper-no-asam``; each row below undoes one of its choices. The row
+# ``paper`` (ASAM in the last quarter) doubles as "the recipe with late ASAM".
 RECIPE_ROWS: list[Row] = [
-    Row("recipe", "the paper's model with the synthetic preset's from-scratch recipe", PAPER_KEYS, "–"),
-    Row("recipe-no-fg-upsample", "without foreground clip sampling",
-        {**PAPER_KEYS, "data.fg_upsample": None}, "–"),
-    Row("recipe-zero-residual", "timm's zero-initialised residual branches",
-        {**PAPER_KEYS, "model.residual_init": "zero"}, "–"),
-    Row("recipe-no-prior-bias", "classifier bias 0 instead of the class prior",
-        {**PAPER_KEYS, "model.prior_bias": False}, "–"),
-    Row("recipe-asam-from-start", "ASAM from the first step (the paper) instead of the last quarter",
+    Row("recipe-no-fg-upsample", "the recipe without foreground clip sampling",
+        {**PAPER_KEYS, "optim.sam": "none", "data.fg_upsample": None}, "–"),
+    Row("recipe-zero-residual", "the recipe with timm's zero-initialised residual branches",
+        {**PAPER_KEYS, "optim.sam": "none", "model.residual_init": "zero"}, "–"),
+    Row("recipe-no-prior-bias", "the recipe with the classifier bias at 0 instead of the class prior",
+        {**PAPER_KEYS, "optim.sam": "none", "model.prior_bias": False}, "–"),
+    Row("recipe-asam-from-start", "the recipe with ASAM (rho 2) from the first step, as the paper",
         {**PAPER_KEYS, "optim.sam_start": 0.0}, "–"),
 ]
 ROWS += RECIPE_ROWS
@@ -136,14 +137,16 @@ CLAIMS = [
 
 
 RECIPE_CLAIMS = [
-    Claim("fg-upsample", "foreground clip sampling (data.fg_upsample) speeds learning up", "recipe",
+    Claim("fg-upsample", "foreground clip sampling (data.fg_upsample) speeds learning up", "paper-no-asam",
           "recipe-no-fg-upsample", "map"),
     Claim("live-residual", "live residual branches (model.residual_init=live) beat timm's zero init from scratch",
-          "recipe", "recipe-zero-residual", "map"),
-    Claim("prior-bias", "the classifier bias at the class prior (model.prior_bias) helps", "recipe",
+          "paper-no-asam", "recipe-zero-residual", "map"),
+    Claim("prior-bias", "the classifier bias at the class prior (model.prior_bias) helps", "paper-no-asam",
           "recipe-no-prior-bias", "map"),
-    Claim("asam-late", "ASAM in the last quarter only (optim.sam_start) beats ASAM from the first step",
-          "recipe", "recipe-asam-from-start", "map"),
+    Claim("no-asam-vs-late", "plain AdamW beats ASAM in the last quarter of the steps (optim.sam none vs "
+          "optim.sam_start 0.75) at this budget", "paper-no-asam", "paper", "map"),
+    Claim("no-asam-vs-start", "plain AdamW beats ASAM from the first step (the paper's optimiser) at this budget",
+          "paper-no-asam", "recipe-asam-from-start", "map"),
 ]
 
 
@@ -160,11 +163,14 @@ class Suite:
     fmt: str = "mp4"  # its frame store (the demo's small preset: JPEG, as `pespot demo` writes it)
 
 
+# Both suites train on the demo's world (synthetic `small`, JPEG, seed 0) with the demo's budget, into one --out,
+# so the rows they share (paper, paper-no-asam) are trained once.
 SUITES = {
     "paper": Suite("paper", "the paper's model, its ablations and E2E-Spot", DEFAULT_ROWS, CLAIMS, "accuracy",
-                   "bench"),
-    "recipe": Suite("recipe", "the from-scratch recipe, one deviation from the paper's training recipe undone "
-                    "at a time", [r.name for r in RECIPE_ROWS], RECIPE_CLAIMS, "recipe_rows", "small", "jpg"),
+                   "small", "jpg"),
+    "recipe": Suite("recipe", "the from-scratch recipe, one of its choices undone at a time",
+                    ["paper-no-asam"] + [r.name for r in RECIPE_ROWS] + ["paper"], RECIPE_CLAIMS, "recipe_rows",
+                    "small", "jpg"),
 }
 
 
@@ -212,7 +218,7 @@ def resolve_budget(args: argparse.Namespace, out: Path) -> Budget:
     under which a cell has started is never replaced."""
     path = out / "budget.json"
     saved = load_budget(path) if path.is_file() else None
-    wanted = Budget(steps=args.steps or (saved.steps if saved else 600), epochs=args.epochs or
+    wanted = Budget(steps=args.steps or (saved.steps if saved else 480), epochs=args.epochs or
                     (saved.epochs if saved else 8), preset=args.preset,
                     overrides=list(args.set) if args.set is not None else (saved.overrides if saved else []))
     if wanted.steps % wanted.epochs:
@@ -553,8 +559,9 @@ def write_markdown(report: dict, path: Path, cfg: Config | None, curves_png: str
               "(SoccerNet-v2 test, tight / loose a-mAP) |", "|---|---|---|---|"]
     for name, r in report["rows"].items():
         row = get_row(name)
-        base = name.split("-")[0] if name.startswith(("paper-", "recipe-")) else None
-        keys = row.keys if base is None else {k: v for k, v in row.keys.items() if PAPER_KEYS.get(k, object()) != v}
+        base = "paper" if name.startswith("paper-") else ("paper-no-asam" if name.startswith("recipe-") else None)
+        ref = get_row(base).keys if base else {}
+        keys = row.keys if base is None else {k: v for k, v in row.keys.items() if ref.get(k, object()) != v}
         shown = ", ".join(f"`{k}={'null' if v is None else v}`" for k, v in keys.items())
         lines.append(f"| `{name}` | {row.summary} | {f'`{base}` with ' if base else ''}{shown} | {row.paper_row} |")
     lines += ["", "## Budget and recipe (the same for every cell)", ""]
@@ -616,12 +623,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", help="cells' run folders, budget.json, result.json files (default runs/<suite>)")
     p.add_argument("--results", default=str(ROOT / "docs" / "results"), help="where the report goes")
     p.add_argument("--suite", choices=sorted(SUITES), default="paper",
-                   help="paper: the paper's rows on bench (accuracy.md); recipe: the from-scratch recipe's rows on "
-                        "small (recipe_rows.md)")
+                   help="paper: the paper's rows (accuracy.md); recipe: the from-scratch recipe's rows "
+                        "(recipe_rows.md); both share the cells of their common rows")
     p.add_argument("--rows", nargs="+", metavar="NAME",
                    help=f"rows (default: the suite's; paper: {' '.join(DEFAULT_ROWS)}; also paper-focal)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds (default 0 1 2)")
-    p.add_argument("--steps", type=int, help="optimiser steps per cell (default: budget.json's, else 600)")
+    p.add_argument("--steps", type=int, help="optimiser steps per cell (default: budget.json's, else the demo's 480)")
     p.add_argument("--epochs", type=int, help="epochs per cell = points of the learning curve (default 8)")
     p.add_argument("--preset", help="synthetic preset of a generated dataset (default: the suite's; tiny for tests)")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="extra config keys for every row (recorded)")
@@ -640,7 +647,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     args.rows = args.rows or suite.rows
     args.preset = args.preset or suite.preset
     args.data = args.data or f"data/synth-{args.preset}"
-    args.out = args.out or f"runs/{suite.name}"
+    args.out = args.out or f"runs/accuracy-{args.preset}"
     out, data_root, results = Path(args.out), Path(args.data), Path(args.results)
     for name in args.rows:
         get_row(name)

@@ -104,7 +104,8 @@ def test_export_gives_pytorchs_scores(preset, fmt, tmp_path, video, capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("overrides", [("model.temporal_module=tsm",), ("model.temporal_module=none",)]
-                         + [(f"model.temporal_head={h}",) for h in TEMPORAL_HEADS])
+                         + [(f"model.temporal_head={h}",) for h in TEMPORAL_HEADS],
+                         ids=lambda o: o[0].split(".", 1)[1])
 def test_every_temporal_head_and_module_exports(overrides, tmp_path):
     """All 8 temporal heads (with ASTRM) and TSM / no per-block module export to ONNX within the tolerance."""
     run = write_run(tmp_path / "run", "paper", overrides)

@@ -355,12 +355,11 @@ def _stream_subprocess(run: Path, *args: str, **popen) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
 
 
-def test_stream_from_a_pipe_equals_infer_and_ctrl_c_keeps_the_events(tiny_run, videos, tmp_path, capsys):
+def test_stream_from_a_pipe_equals_infer(tiny_run, videos, tmp_path, capsys):
     expected = infer_events(tiny_run, videos["mkv"], tmp_path, capsys)
-    data = videos["mkv"].read_bytes()
     # A whole file through a pipe, written by another process.
-    writer = subprocess.Popen([sys.executable, "-c", "import shutil, sys; shutil.copyfileobj(open(sys.argv[1], "
-                               "'rb'), sys.stdout.buffer)", str(videos["mkv"])], stdout=subprocess.PIPE)
+    copy = "import shutil, sys; shutil.copyfileobj(open(sys.argv[1], 'rb'), sys.stdout.buffer)"
+    writer = subprocess.Popen([sys.executable, "-c", copy, str(videos["mkv"])], stdout=subprocess.PIPE)
     proc = _stream_subprocess(tiny_run, "--video", "rally", "--quiet", stdin=writer.stdout)
     writer.stdout.close()
     stdout, stderr = proc.communicate(timeout=120)
@@ -368,6 +367,10 @@ def test_stream_from_a_pipe_equals_infer_and_ctrl_c_keeps_the_events(tiny_run, v
     assert proc.returncode == 0, stderr.decode()
     assert_same_events([json.loads(line) for line in stdout.decode().splitlines()], expected)
 
+
+def test_ctrl_c_on_an_idle_pipe_scores_the_frames_received(tiny_run, videos, tmp_path, capsys):
+    expected = infer_events(tiny_run, videos["mkv"], tmp_path, capsys)
+    data = videos["mkv"].read_bytes()
     # Ctrl-C while the pipe is open but idle: the frames received are scored and their events written.
     # Unbuffered: communicate() below reads the pipe itself, and must find the lines readline() left there.
     proc = _stream_subprocess(tiny_run, "--video", "rally", "--timeout", "60", stdin=subprocess.PIPE, bufsize=0)

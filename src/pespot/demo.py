@@ -36,9 +36,9 @@ TOLERANCES = (0, 1, 2, 4)
 # Share of the time budget spent on optimiser steps; the rest is data generation, validation and inference.
 TRAIN_SHARE = 0.75
 # Optimiser steps (the synthetic preset: batch 2 x clip 64) per synthetic preset when no time budget is given.
-# small: 400 steps (the last quarter with ASAM's two passes) fit `make demo` on a fresh clone of an idle 2-core
-# machine in 15 minutes with the install (docs/results/demo.md).
-DEFAULT_STEPS = {"tiny": 16, "small": 400, "bench": 1200}
+# small: 480 steps fit `make demo` on a fresh clone of an idle 2-core machine in 15 minutes with the install
+# (docs/results/demo.md).
+DEFAULT_STEPS = {"tiny": 16, "small": 480, "bench": 1200}
 
 
 def demo_config(data_root: Path, run_dir: Path, device: str, seed: int, overrides: list[str] | None = None) -> Config:

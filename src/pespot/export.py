@@ -206,7 +206,8 @@ def export_model(predictor, fmt: str, out: str | Path, check: bool = True) -> Ex
             diff = max_abs_diff(predictor, tmp, fmt, example)
             if not diff <= PARITY_TOLERANCE:
                 raise DataError(f"{out}: the exported model differs from PyTorch by {diff:.3g} (max |score "
-                                f"difference|, tolerance {PARITY_TOLERANCE:g}); nothing written")
+                                f"difference|, tolerance {PARITY_TOLERANCE:g}); nothing written (an untrained "
+                                "network can amplify float32 rounding this much: --no-check skips the check)")
     predictor.model.to(predictor.device)
     return ExportReport(path=out, format=fmt, clip_len=predictor.clip_len, input_shape=tuple(example.shape),
                         max_abs_diff=diff, seconds=time.perf_counter() - started)
@@ -301,9 +302,9 @@ def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, dict[str
     return module.eval(), meta
 
 
-def find_onnx_model(run_or_model: str | Path) -> Path:
-    """An ``.onnx`` file -> itself; a run folder -> its ``export/spotter.onnx`` (checked against the run's
-    checkpoint)."""
+def find_onnx_model(run_or_model: str | Path) -> tuple[Path, Path | None]:
+    """An ``.onnx`` file -> (itself, None); a run folder -> (its ``export/spotter.onnx``, the checkpoint it must
+    have been exported from)."""
     from pespot.infer import find_checkpoint
 
     path = Path(run_or_model)
@@ -311,19 +312,14 @@ def find_onnx_model(run_or_model: str | Path) -> Path:
         if path.suffix.lower() != ".onnx":
             raise DataError(f"{path}: --engine onnx needs an .onnx file made by `pespot export` (or a run folder "
                             f"holding {EXPORT_DIR}/{DEFAULT_NAMES['onnx']}), not a checkpoint")
-        return path
+        return path, None
     if not path.is_dir():
         raise DataError(f"{path}: ONNX model or run folder not found")
     model = default_export_path(path, "onnx")
     if not model.is_file():
         raise DataError(f"{path}: run folder has no {EXPORT_DIR}/{DEFAULT_NAMES['onnx']}; make it with "
                         f"`pespot export {path} --format onnx`")
-    checkpoint = find_checkpoint(path)
-    meta = OnnxEngine(model, device="cpu", threads=1).metadata
-    if meta.get("checkpoint_sha256") not in (None, file_sha256(checkpoint)):
-        raise DataError(f"{model}: exported from another checkpoint than {checkpoint} (it changed since); run "
-                        f"`pespot export {path} --format onnx` again")
-    return model
+    return model, find_checkpoint(path)
 
 
 def load_onnx_predictor(run_or_model: str | Path, device: str = "auto", classes: list[str] | None = None,
@@ -332,12 +328,15 @@ def load_onnx_predictor(run_or_model: str | Path, device: str = "auto", classes:
     classes stored in the exported file. ``device``: auto (CUDA provider when present, else CPU), cpu, cuda."""
     from pespot.infer import Predictor
 
-    path = find_onnx_model(run_or_model)
+    path, checkpoint = find_onnx_model(run_or_model)
     engine = OnnxEngine(path, device=device, threads=threads)
     meta = engine.metadata
     if meta.get("pespot_format") != EXPORT_FORMAT:
         raise DataError(f"{path}: not a pespot export (no '{EXPORT_FORMAT}' metadata); make it with "
                         "`pespot export`")
+    if checkpoint is not None and meta.get("checkpoint_sha256") != file_sha256(checkpoint):
+        raise DataError(f"{path}: exported from another checkpoint than {checkpoint} (it changed since); run "
+                        f"`pespot export {Path(run_or_model)} --format onnx` again")
     try:
         cfg = from_dict(json.loads(meta["config"]))
         model_classes = [str(c) for c in json.loads(meta["classes"])]

@@ -33,6 +33,7 @@ import collections
 import contextlib
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -52,7 +53,8 @@ DAMAGED_TAIL = 8  # a frame decoded with errors among the last this many frames 
 
 
 class SourceError(DataError):
-    """The source failed after it was opened: ``kind`` is stall, drop or truncated; ``frames`` were decoded."""
+    """The source failed after it was opened: ``kind`` is stall, drop, truncated or format (the frame size changed);
+    ``frames`` were decoded."""
 
     def __init__(self, message: str, kind: str, frames: int) -> None:
         super().__init__(message)
@@ -149,6 +151,7 @@ class LiveSource:
         av.logging.set_level(av.logging.ERROR)  # FFmpeg's own account of a truncation ("File ended prematurely")
         pending: str | None = None  # the error of the last undecodable packets, until good data follows them
         failed = 0  # how many packets in a row could not be decoded
+        last_log = ""  # FFmpeg's last error message before the last good packet
         try:
             # All threads: the decoder's slice threads log too (and would otherwise print to stderr).
             with av.logging.Capture(local=False) as logs:
@@ -161,10 +164,13 @@ class LiveSource:
                         except av.FFmpegError as err:
                             pending, failed = av_error_reason(err), failed + 1
                             continue
-                        if decoded and pending is not None and packet.size > 0:  # a glitch, not the end
-                            # (the empty packet at the end only flushes frames the decoder held back)
-                            self.skipped_packets += failed
-                            pending, failed = None, 0
+                        if decoded and packet.size > 0:  # good data (the empty last packet only flushes)
+                            if pending is not None:  # a glitch inside the stream, not its end
+                                self.skipped_packets += failed
+                                pending, failed = None, 0
+                            if logs:  # only what FFmpeg says after the last good packet can be about the end
+                                last_log = str(logs[-1][2]).strip()
+                                logs.clear()
                         for frame in decoded:
                             yield self._to_array(frame)
                 except av.ExitError:
@@ -183,7 +189,7 @@ class LiveSource:
                 # A clean stream has no damaged frame; one among the last few (the decoder reorders a few
                 # frames) is the partial last packet of a cut stream (MPEG-TS, raw H.264 say nothing else).
                 self.corrupt_frames -= 1
-                last = str(logs[-1][2]).strip() if logs else ""
+                last = str(logs[-1][2]).strip() if logs else last_log
                 truncation = "its last frames are damaged" + (f": {last}" if last else "")
             if truncation is not None:
                 raise SourceError(f"{self.label}: the stream ends mid-packet after {self.decoded} frames "
@@ -195,7 +201,7 @@ class LiveSource:
     def _to_array(self, frame) -> np.ndarray:
         if (frame.width, frame.height) != (self.source_width, self.source_height):
             raise SourceError(f"{self.label}: frame size changes mid-stream ({frame.width}x{frame.height}, "
-                              f"expected {self.source_width}x{self.source_height})", "drop", self.decoded)
+                              f"expected {self.source_width}x{self.source_height})", "format", self.decoded)
         if getattr(frame, "is_corrupt", False):
             self.corrupt_frames += 1
             self._last_corrupt = self.decoded
@@ -625,8 +631,13 @@ class JsonLinesWriter:
             self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
 
     def __call__(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except BrokenPipeError:
+            # The reader of stdout went away (`| head`): stop, and keep Python from failing again at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._file.fileno())
+            raise DataError("standard output was closed by its reader (broken pipe); stopping") from None
 
     def close(self) -> None:
         """Close the file (not stdout)."""

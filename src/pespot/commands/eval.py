@@ -3,12 +3,19 @@
     pespot eval TRUTH.json PRED.json [--classes class.txt] [--tolerances 0 1 2 4] [--nms W] [--plot DIR] [--json]
     pespot eval --soccernet LABELS_ROOT PRED_ROOT [--metric tight|loose|at1..at5] [--framerate 2] [--json]
     pespot eval --soccernet LABELS_ROOT PRED.json --fps 2 [--nms W]
+    pespot eval --choose-nms VAL.json PRED.json [--nms-windows 1 2 4 8 16] [--tolerances 0 1 2 4] [--json]
 
 Frame-tolerance mode: classes come from ``--classes``, else a ``class.txt`` next to TRUTH.json, else the truth
 events. Every truth video is evaluated; one without predictions has none, and predictions for a video that is
 not in the truth are an error. With ``--nms W`` the table is printed twice, as E2E-Spot's eval.py does: on the
 raw predictions and after NMS (``--nms-method``, default E2E-Spot's local maximum); ``--json`` then reports the
 NMS numbers at the top level and the raw ones under ``without_nms``.
+
+NMS choice (``--choose-nms``): on a validation split and its predictions (made with ``pespot infer --nms none``,
+so that every candidate is still there), evaluate every NMS method (none, local_max, greedy, soft) with every
+window of ``--nms-windows``, print the table and pick the method and window with the highest mean mAP over the
+tolerances (ties: the smaller window, then that order of methods). Soft-NMS drops events decayed below 0.01, as
+``--nms-method soft`` does.
 
 SoccerNet mode: both roots hold ``<league>/<season>/<game>/`` folders (``Labels-v2.json``;
 ``results_spotting.json``). A game without a prediction file counts as a game without predictions (a warning
@@ -43,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nms", type=int, metavar="W", help="also evaluate after NMS with a window of W frames")
     parser.add_argument("--nms-method", default="local_max", choices=["local_max", "greedy", "soft"],
                         help="NMS used by --nms (default local_max, E2E-Spot's)")
+    parser.add_argument("--choose-nms", action="store_true",
+                        help="TRUTH = a validation split, PRED = its predictions without NMS: pick the NMS method "
+                             "and window with the highest mean mAP over --tolerances; prints the table")
+    parser.add_argument("--nms-windows", type=int, nargs="+", default=[1, 2, 4, 8, 16], metavar="W",
+                        help="windows (frames) tried by --choose-nms (default 1 2 4 8 16)")
     parser.add_argument("--plot", metavar="DIR", help="write figures: per-class AP bars and event timelines")
     parser.add_argument("--videos", nargs="+", metavar="ID", help="videos for the timelines (default: the first 3)")
     parser.add_argument("--metric", default="tight", choices=["tight", "loose", "at1", "at2", "at3", "at4", "at5"],
@@ -59,7 +71,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the report."""
     if args.soccernet:
+        if args.choose_nms:
+            raise PespotError("--choose-nms works on frame-tolerance mAP, not with --soccernet")
         return _run_soccernet(args)
+    if args.choose_nms:
+        return _run_choose_nms(args)
     return _run_frames(args)
 
 
@@ -90,10 +106,9 @@ def _table(result, title: str) -> str:
     return "\n".join(lines)
 
 
-def _run_frames(args: argparse.Namespace) -> int:
+def _load_frames_inputs(args: argparse.Namespace) -> tuple[list, list, list[str] | None]:
+    """(truth, predictions, classes) of frame-tolerance mode, checked; errors name the file and entry."""
     from pespot.data.labels import load_split, validate_split
-    from pespot.metrics import compute_map
-    from pespot.postprocess import apply_nms
 
     truth_path, pred_path = Path(args.truth), Path(args.pred)
     if truth_path.is_dir():
@@ -116,7 +131,14 @@ def _run_frames(args: argparse.Namespace) -> int:
             if not math.isfinite(e.score):
                 raise PespotError(f"{pred_path}: entry {vi} (video '{v.video}'), event {i}: 'score' must be a "
                                   f"finite number, got {e.score!r}")
+    return truth, pred, classes
 
+
+def _run_frames(args: argparse.Namespace) -> int:
+    from pespot.metrics import compute_map
+    from pespot.postprocess import apply_nms
+
+    truth, pred, classes = _load_frames_inputs(args)
     raw = compute_map(truth, pred, classes, args.tolerances)
     final, nms_pred = raw, pred
     if args.nms is not None:
@@ -149,6 +171,46 @@ def _run_frames(args: argparse.Namespace) -> int:
         print(_table(final, f"mAP with NMS ({args.nms_method}, window {args.nms})"))
     for p in plots:
         print(f"wrote {p}")
+    return 0
+
+
+def _run_choose_nms(args: argparse.Namespace) -> int:
+    """Every NMS method x window on the validation predictions; print the table and the best."""
+    from pespot.metrics import compute_map
+    from pespot.postprocess import apply_nms
+
+    windows = sorted(set(args.nms_windows))
+    if any(w < 0 for w in windows):
+        raise PespotError(f"--nms-windows: expected non-negative numbers of frames, got {args.nms_windows}")
+    truth, pred, classes = _load_frames_inputs(args)
+    rows = []
+    for method, window in [("none", None)] + [(m, w) for w in windows for m in ("local_max", "greedy", "soft")]:
+        videos = pred if method == "none" else apply_nms(pred, method, window)
+        result = compute_map(truth, videos, classes, args.tolerances)
+        rows.append({"method": method, "window": window, "mAP": {str(t): result.mAP[t] for t in result.tolerances},
+                     "average_mAP": result.average_mAP})
+    best = rows[0]
+    for row in rows[1:]:  # strictly better only: ties keep the smaller window, then the earlier method
+        if row["average_mAP"] > best["average_mAP"]:
+            best = row
+    tolerances = [int(t) for t in rows[0]["mAP"]]
+    if args.json:
+        print(json.dumps({"tolerances": tolerances, "table": rows, "chosen": best}))
+        return 0
+    print(f"NMS on {args.pred} against {args.truth} (mAP %, mean over tolerances {' '.join(map(str, tolerances))})")
+    header = f"{'method':<10} {'window':>6}  " + "  ".join(f"{'mAP@' + str(t):>7}" for t in tolerances) + "     mean"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        window = "-" if row["window"] is None else str(row["window"])
+        mark = "  <- chosen" if row is best else ""
+        print(f"{row['method']:<10} {window:>6}  " + "  ".join(f"{row['mAP'][str(t)] * 100:7.2f}" for t in tolerances)
+              + f"  {row['average_mAP'] * 100:7.2f}{mark}")
+    if best["method"] == "none":
+        print("chosen: no NMS (--nms none)")
+    else:
+        print(f"chosen: --nms {best['method']} --nms-window {best['window']} (in a run's config: "
+              f"eval.nms={best['method']} eval.nms_window={best['window']})")
     return 0
 
 

@@ -1,0 +1,182 @@
+"""Flip test-time augmentation (`--tta flip` in infer and stream, `eval.tta`), the NMS choice of
+`pespot eval --choose-nms`, and benchmarks/tta.py on tiny untrained runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_tiny_run, write_video
+
+from pespot import infer
+from pespot.config import load_config
+from pespot.data.labels import Event, Video, load_classes, save_split
+from pespot.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ["bounce", "hit", "serve"]
+CLIP = 8
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """The tiny spotter with BatchNorm variances in [1, 2] instead of 1: a random network with unit variances
+    grows its activations block after block (to ~1e4 here), so that the few float32 roundings by which a batch of
+    4 differs from a batch of 2 reach 6e-5 in the scores; trained networks keep their activations in range."""
+    run = write_tiny_run(tmp_path_factory.mktemp("run"), CLASSES, height=32, clip_len=CLIP)
+    ckpt = run / "checkpoints" / "best.pt"
+    state = torch.load(ckpt, weights_only=False)
+    gen = torch.Generator().manual_seed(0)
+    for key, value in state["model"].items():
+        if key.endswith("running_var"):
+            value.copy_(1.0 + torch.rand(value.shape, generator=gen))
+    torch.save(state, ckpt)
+    return run
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_run) -> infer.Predictor:
+    return infer.load_predictor(tiny_run, device="cpu")
+
+
+def windows(batch: int = 2, width: int = 40, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (batch, CLIP, 32, width, 3), dtype=np.uint8)
+
+
+def test_flip_leaves_the_scores_of_a_mirror_symmetric_clip_unchanged(predictor):
+    clip = windows()
+    symmetric = np.concatenate([clip[:, :, :, :20], clip[:, :, :, :20][:, :, :, ::-1]], axis=3)  # (B, T, H, W, 3)
+    assert not np.array_equal(symmetric, symmetric[:, :, ::-1])  # not symmetric in height, time or colour
+    plain = infer._score_windows(predictor, symmetric, [CLIP, 5], tta="none")
+    flipped = infer._score_windows(predictor, symmetric, [CLIP, 5], tta="flip")
+    np.testing.assert_allclose(flipped, plain, rtol=0, atol=1e-6)
+    # An asymmetric clip does change: the test above could fail (e.g. if the wrong axis were mirrored).
+    assert np.abs(infer._score_windows(predictor, clip, [CLIP, 5], tta="flip")
+                  - infer._score_windows(predictor, clip, [CLIP, 5], tta="none")).max() > 1e-3
+
+
+def test_flip_is_the_mean_of_the_clip_and_its_mirror(predictor):
+    clip = windows(seed=1)
+    valid = [CLIP, 6]
+    plain = infer._score_windows(predictor, clip, valid, tta="none")
+    mirror = infer._score_windows(predictor, np.ascontiguousarray(clip[:, :, :, ::-1]), valid, tta="none")
+    both = infer._score_windows(predictor, clip, valid, tta="flip")
+    np.testing.assert_allclose(both, (plain + mirror) / 2, rtol=0, atol=1e-6)
+    predictor.tta = "flip"  # the predictor's own setting is the default
+    try:
+        np.testing.assert_array_equal(infer._score_windows(predictor, clip, valid), both)
+    finally:
+        predictor.tta = "none"
+    with pytest.raises(ConfigError, match="--tta 'mirror'"):
+        infer._score_windows(predictor, clip, valid, tta="mirror")
+
+
+def test_tta_in_infer_and_stream_cli(tiny_run, tmp_path, capsys):
+    from pespot.cli import main
+
+    video = write_video(tmp_path / "rally.mp4", 30, width=48, height=32)
+    outs = {}
+    for tta in ("none", "flip"):
+        outs[tta] = tmp_path / f"{tta}.json"
+        assert main(["infer", str(tiny_run), str(video), "--out", str(outs[tta]), "--tta", tta,
+                     "--save-scores", str(tmp_path / tta), "--batch-size", "1", "--quiet"]) == 0
+    plain = infer.load_scores_npz(tmp_path / "none" / "rally.npz")[0]
+    flipped = infer.load_scores_npz(tmp_path / "flip" / "rally.npz")[0]
+    assert np.abs(plain - flipped).max() > 1e-4  # TTA reached the scores
+    assert main(["stream", str(tiny_run), str(video), "--tta", "flip", "--out", str(tmp_path / "s.jsonl"),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    streamed = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    expected = json.loads(outs["flip"].read_text())[0]["events"]
+    assert [(e["frame"], e["label"]) for e in streamed] == [(e["frame"], e["label"]) for e in expected]
+    np.testing.assert_allclose([e["score"] for e in streamed], [e["score"] for e in expected], rtol=1e-6)
+
+
+def test_eval_tta_config_key():
+    assert load_config("paper").eval.tta == "none"
+    assert load_config("paper", ["eval.tta=flip"]).eval.tta == "flip"
+    with pytest.raises(ConfigError, match="eval.tta"):
+        load_config("paper", ["eval.tta=mirror"])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# pespot eval --choose-nms
+
+
+def test_choose_nms_picks_the_smallest_window_that_removes_the_duplicate(tmp_path, capsys):
+    """Video a: truth at 10, predictions 10 (0.9) and a duplicate at 12 (0.8); video b: truth at 20, prediction
+    0.7. Ranked: TP, FP, TP -> AP (1 + 2/3) / 2 = 0.833 at every tolerance < 2 without NMS; an NMS window >= 2
+    (local max or greedy) drops the duplicate: AP 1. Soft-NMS's penalty (d / w)^2 is 1 at d = w = 2, so it needs
+    a wider window. Ties go to the smaller window, then local_max."""
+    from pespot.cli import main
+
+    truth = [Video("a", 40, 25.0, [Event(10, "hit")]), Video("b", 40, 25.0, [Event(20, "hit")])]
+    pred = [Video("a", 40, 25.0, [Event(10, "hit", score=0.9), Event(12, "hit", score=0.8)]),
+            Video("b", 40, 25.0, [Event(20, "hit", score=0.7)])]
+    save_split(truth, tmp_path / "val.json")
+    save_split(pred, tmp_path / "pred.json")
+    assert main(["eval", "--choose-nms", str(tmp_path / "val.json"), str(tmp_path / "pred.json"), "--tolerances",
+                 "0", "1", "--nms-windows", "1", "2", "4", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["chosen"]["method"] == "local_max" and out["chosen"]["window"] == 2
+    table = {(row["method"], row["window"]): row["average_mAP"] for row in out["table"]}
+    assert len(table) == 1 + 3 * 3
+    assert table[("none", None)] == pytest.approx((1 + 2 / 3) / 2)
+    assert table[("local_max", 1)] == pytest.approx((1 + 2 / 3) / 2)
+    assert table[("greedy", 2)] == pytest.approx(1.0) and table[("local_max", 4)] == pytest.approx(1.0)
+    assert table[("soft", 2)] == pytest.approx((1 + 2 / 3) / 2)  # no decay at d = w
+    assert main(["eval", "--choose-nms", str(tmp_path / "val.json"), str(tmp_path / "pred.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "chosen: --nms local_max --nms-window 2" in printed and "<- chosen" in printed
+
+
+# ------------------------------------------------------------------------------------------------------------
+# benchmarks/tta.py
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("tta_bench", ROOT / "benchmarks" / "tta.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tta_verdict_counts_a_gain_only_outside_the_spread():
+    bench = _load_bench()
+    # means 0.50 vs 0.52: sd of [0.49, 0.50, 0.51] is 0.01 -> a 0.02 difference is a gain, 0.005 is not
+    assert bench.verdict([0.51, 0.52, 0.53], [0.49, 0.50, 0.51]) == "gain"
+    assert bench.verdict([0.495, 0.505, 0.515], [0.49, 0.50, 0.51]) == "no gain (within the spread)"
+    assert bench.verdict([0.47, 0.48, 0.49], [0.49, 0.50, 0.51]) == "loss"
+    assert bench.verdict([0.9], [0.1]) == "no claim (one run, no spread)"
+
+
+def test_tta_benchmark_on_tiny_untrained_runs(tiny_dataset, tmp_path):
+    bench = _load_bench()
+    classes = load_classes(tiny_dataset / "class.txt")
+    runs = [str(write_tiny_run(tmp_path / f"run{i}", classes, height=32, clip_len=CLIP)) for i in range(2)]
+    assert bench.main(["--data", str(tiny_dataset), "--runs", *runs, "--max-videos", "1", "--tolerances", "1", "4",
+                       "--out", str(tmp_path / "tta")]) == 0
+    result = json.loads((tmp_path / "tta.json").read_text())
+    assert result["setup"]["videos"] == 1 and len(result["runs"]) == 2
+    for run in result["runs"]:
+        assert set(run["none"]["mAP"]) == {"1", "4"} and 0 <= run["flip"]["average_mAP"] <= 1
+    # write_tiny_run seeds every run alike: identical runs have no spread, and the paired difference is exact
+    row = result["summary"]["average"]
+    assert row["without"][1] == 0 and row["with"][1] == 0
+    assert row["difference"][0] == pytest.approx(result["runs"][0]["flip"]["average_mAP"]
+                                                 - result["runs"][0]["none"]["average_mAP"])
+    assert "| mean over tolerances |" in (tmp_path / "tta.md").read_text()
