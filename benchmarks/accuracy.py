@@ -40,13 +40,13 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, versions  # noqa: E402
+from _common import machine, versions
 
-from pespot.config import Config, load_config, to_dict  # noqa: E402
-from pespot.data.labels import Event, Video, load_dataset, load_split, save_split  # noqa: E402
-from pespot.errors import DataError, PespotError  # noqa: E402
-from pespot.fsutil import write_json_atomic, write_text_atomic  # noqa: E402
-from pespot.metrics import MapResult, compute_map  # noqa: E402
+from pespot.config import Config, load_config, to_dict
+from pespot.data.labels import Event, Video, load_dataset, load_split, save_split
+from pespot.errors import DataError, PespotError
+from pespot.fsutil import write_json_atomic, write_text_atomic
+from pespot.metrics import MapResult, compute_map
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCES = (0, 1, 2, 4)
@@ -518,8 +518,8 @@ def write_markdown(report: dict, path: Path, cfg: Config | None, curves_png: str
     """The markdown report from the report JSON."""
     rarest, pair, budget = report["rarest_class"], report["long_range_pair"], report["budget"]
     lines = [f"# Accuracy benchmark: {report['title']} on synthetic `{budget['preset'] if budget else '?'}`", "",
-             f"Made by `{report['command']}` ({report['date']}); cells may come from several invocations (each "
-             f"cell's command, date and versions are in `{path.with_suffix('.json').name}`).", ""]
+             (f"Made by `{report['command']}` ({report['date']}); cells may come from several invocations (each "
+             f"cell's command, date and versions are in `{path.with_suffix('.json').name}`)."), ""]
     lines += ["## Results (test split, %, mean ± sd over seeds)", "",
               f"| row | seeds | mAP δ=0 | δ=1 | δ=2 | δ=4 | AP {rarest} δ={CLASS_TOLERANCE} | "
               + " | ".join(f"AP {c} δ={CLASS_TOLERANCE}" for c in pair) + " | train min | test min |",
@@ -544,8 +544,8 @@ def write_markdown(report: dict, path: Path, cfg: Config | None, curves_png: str
             m = measures(ref["test"], rarest, tuple(pair))
             lines.append(f"| {ref['summary']} | " + " | ".join(f"{100 * m[f'map{t}']:.1f}" for t in TOLERANCES)
                          + f" | {100 * m['rarest']:.1f} | " + " | ".join(f"{100 * m[c]:.1f}" for c in pair) + " |")
-    lines += ["", f"Learning curves (validation mAP@{CURVE_TOLERANCE} after every epoch, first {VAL_VIDEOS} val "
-              "videos; thin lines: single seeds, band: mean ± sd):", "", f"![learning curves]({curves_png})",
+    lines += ["", (f"Learning curves (validation mAP@{CURVE_TOLERANCE} after every epoch, first {VAL_VIDEOS} val "
+              "videos; thin lines: single seeds, band: mean ± sd):"), "", f"![learning curves]({curves_png})",
               ""]
     lines += ["## The claims at this scale" if report["suite"] != "paper" else "## The paper's claims at this scale", "",
               "A gap counts only when it is larger than the sum of the two rows' standard deviations.", "",
@@ -555,8 +555,8 @@ def write_markdown(report: dict, path: Path, cfg: Config | None, curves_png: str
         lines.append(f"| {c['text']} | {MEASURE_NAMES[c['measure']]} | `{c['better']}` {_pm(c['better_mean_sd'])} | "
                      f"`{c['worse']}` {_pm(c['worse_mean_sd'])} | {100 * c['gap']:+.1f} | {100 * c['spread']:.1f} "
                      f"| **{c['verdict']}** |")
-    lines += ["", "## Rows", "", "| row | what it is | config keys | closest row of the paper's Table 3 "
-              "(SoccerNet-v2 test, tight / loose a-mAP) |", "|---|---|---|---|"]
+    lines += ["", "## Rows", "", ("| row | what it is | config keys | closest row of the paper's Table 3 "
+              "(SoccerNet-v2 test, tight / loose a-mAP) |"), "|---|---|---|---|"]
     for name, r in report["rows"].items():
         row = get_row(name)
         base = "paper" if name.startswith("paper-") else ("paper-no-asam" if name.startswith("recipe-") else None)
@@ -586,8 +586,8 @@ def write_markdown(report: dict, path: Path, cfg: Config | None, curves_png: str
         for split, s in list(ds["splits"].items()) + [("all", ds["all"])]:
             lines.append(f"| {split} | {s['videos']} | {s['frames']:,} | "
                          + " | ".join(str(s["per_class"][c]) for c in classes) + " |")
-        lines += ["", f"`pespot synth {report['data']} --preset {budget['preset'] if budget else 'bench'} --format "
-                      f"{SUITES[report['suite']].fmt} --seed {DATA_SEED}`; docs/synthetic.md describes the classes."]
+        lines += ["", (f"`pespot synth {report['data']} --preset {budget['preset'] if budget else 'bench'} --format "
+                      f"{SUITES[report['suite']].fmt} --seed {DATA_SEED}`; docs/synthetic.md describes the classes.")]
     m, v = report["machine"], report["versions"]
     lines += ["", "## Machine and versions", "",
               f"{m['cpu']}, {m['cores']} cores" + (f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU")

@@ -15,7 +15,6 @@ Writes ``<out>/candidates.md`` and ``candidates.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -28,7 +27,7 @@ from pespot.infer import load_predictor, predict_scores, scores_to_events
 from pespot.metrics import compute_map
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, versions  # noqa: E402
+from _common import machine, versions
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCES = (0, 1, 2, 4)
@@ -72,12 +71,12 @@ def measure(run: Path, data: Path, tmp: Path) -> dict:
 def write_markdown(report: dict, path: Path) -> None:
     lines = ["# Candidate rule: test mAP against the score threshold", "",
              f"Made by `{report['command']}` ({report['date']}).", "",
-             "Every run's best checkpoint spots the test split once; the same per-frame scores are then turned into "
+             ("Every run's best checkpoint spots the test split once; the same per-frame scores are then turned into "
              "events by each rule (local-maximum NMS over 1 frame). `top-k`: at most k events per class and video, "
-             "the best-scoring, at threshold 0.", ""]
+             "the best-scoring, at threshold 0."), ""]
     for r in report["runs"]:
-        lines += [f"## `{r['run']}` ({r['loss']} loss, {r['activation']} scores; {r['test_videos']} test videos, "
-                  f"{r['test_frames']:,} frames)", "",
+        lines += [(f"## `{r['run']}` ({r['loss']} loss, {r['activation']} scores; {r['test_videos']} test videos, "
+                  f"{r['test_frames']:,} frames)"), "",
                   "| threshold | top-k | mAP δ=0 | δ=1 | δ=2 | δ=4 | events | JSON |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for rule in r["rules"]:
             m = rule["mAP"]
@@ -85,8 +84,8 @@ def write_markdown(report: dict, path: Path) -> None:
                          + " | ".join(f"{100 * m[str(t)]:.1f}" for t in TOLERANCES)
                          + f" | {rule['events']:,} | {rule['json_bytes'] / 1e3:.0f} kB |")
         lines.append("")
-    lines += ["## Machine", "", f"{report['machine']['cpu']}, {report['machine']['cores']} cores; torch "
-              f"{report['versions']['torch']}, pespot at {report['versions']['pespot_commit']}.", ""]
+    lines += ["## Machine", "", (f"{report['machine']['cpu']}, {report['machine']['cores']} cores; torch "
+              f"{report['versions']['torch']}, pespot at {report['versions']['pespot_commit']}."), ""]
     write_text_atomic(path, "\n".join(lines))
 
 

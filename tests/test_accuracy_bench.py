@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pespot.config import load_config
+from pespot.config import config_differences, load_config
 from pespot.data.labels import Event, Video
-from pespot.config import config_differences
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,7 +147,7 @@ def test_tiny_end_to_end_seeds_jobs_resume_and_report(tmp_path, capsys):
         assert row["seeds"] == [0, 1]
         maps = [row["measures"][str(s)]["map"] if str(s) in row["measures"] else row["measures"][s]["map"]
                 for s in (0, 1)]
-        mean, sd = row["summary"]["map"]
+        mean, _ = row["summary"]["map"]
         assert mean == pytest.approx(sum(maps) / 2)
     assert {c["name"] for c in report["claims"]} == {"overall"}  # the only claim whose two rows ran
     assert (results / "accuracy_curves.png").stat().st_size > 0

@@ -150,7 +150,7 @@ def test_rho_per_method():
 
 def test_fg_upsample_places_clips_around_events():
     videos = [Video(f"v{i}", 400, 25.0, [Event(200, "x")] if i == 0 else []) for i in range(10)]
-    kwargs = dict(classes=["x"], frames_root="unused", clip_len=16, num_clips=200, pad_len=5)
+    kwargs = {"classes": ["x"], "frames_root": "unused", "clip_len": 16, "num_clips": 200, "pad_len": 5}
     plain = ClipDataset(videos, **kwargs)
     upsampled = ClipDataset(videos, fg_upsample=1.0, **kwargs)
 

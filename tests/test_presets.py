@@ -7,8 +7,7 @@ import math
 
 import pytest
 
-from pespot.config import PRESET_DIR, list_presets, load_config, to_dict
-from pespot.config import config_differences
+from pespot.config import PRESET_DIR, config_differences, list_presets, load_config, to_dict
 
 DATASETS = {  # name: (classes, crop, dilate_len, epochs, start_val_epoch, nms_window)
     "tennis": (6, 224, 0, 50, 30, 1),

@@ -48,7 +48,6 @@ CHECKPOINT_FORMAT = "pespot-checkpoint-v1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-NMS_CHOICES = ("local_max", "greedy", "soft", "none")
 TTA_CHOICES = ("none", "flip")  # flip: mean of the scores of each window and of its horizontal mirror
 
 

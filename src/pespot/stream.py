@@ -52,6 +52,9 @@ DEFAULT_TIMEOUT = 10.0  # seconds without data before a source counts as stalled
 DAMAGED_TAIL = 8  # a frame decoded with errors among the last this many frames means the stream was cut
 
 
+# The NMS methods of pespot.registry.NMS that this module decides incrementally (a plug-in NMS runs in `infer`).
+STREAM_NMS = ("local_max", "greedy", "soft", "none")
+
 class SourceError(DataError):
     """The source failed after it was opened: ``kind`` is stall, drop, truncated or format (the frame size changed);
     ``frames`` were decoded."""
@@ -329,10 +332,9 @@ class EventFinaliser:
 
     def __init__(self, classes: list[str], threshold: float = 0.0, nms: str = "local_max", nms_window: int = 1,
                  max_delay: int = 1000) -> None:
-        from pespot.infer import NMS_CHOICES
-
-        if nms not in NMS_CHOICES:
-            raise ConfigError(f"--nms '{nms}': expected one of {', '.join(NMS_CHOICES)}")
+        if nms not in STREAM_NMS:
+            raise ConfigError(f"--nms '{nms}': expected one of {', '.join(STREAM_NMS)} (the NMS methods with an "
+                              "incremental form)")
         if isinstance(nms_window, bool) or int(nms_window) != nms_window or nms_window < 0:
             raise ConfigError(f"--nms-window: expected a non-negative whole number of frames, got {nms_window!r}")
         if max_delay <= nms_window:

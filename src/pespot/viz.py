@@ -98,7 +98,7 @@ def plot_timeline(truth: Video | None, pred: Video | None, path: str | os.PathLi
     shown_p = [e for e in events_p if e.label in row]
     if scores is not None:
         x = np.arange(len(scores))
-        for c, r in row.items():
+        for r in row.values():
             curve = r + height * np.clip(scores[:, r + 1], 0.0, 1.0)
             ax.fill_between(x, r, curve, color=colours[r], alpha=0.25, linewidth=0)
             ax.plot(x, curve, color=colours[r], linewidth=0.8)
@@ -194,7 +194,7 @@ def plot_learning_curves(series: dict[str, list[list[tuple[float, float]]]], pat
         for run in runs:
             if len(runs) > 1:
                 ax.plot([s for s, _ in run], [v * scale for _, v in run], color=colour, alpha=0.3, linewidth=0.7)
-        steps = sorted(set.intersection(*(set(s for s, _ in run) for run in runs)))
+        steps = sorted(set.intersection(*({s for s, _ in run} for run in runs)))
         if not steps:
             continue
         values = np.array([[dict(run)[s] * scale for s in steps] for run in runs])  # (runs, steps)

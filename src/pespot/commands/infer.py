@@ -51,8 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int,
                         help="keep at most this many events per class and video, the best-scoring (default: the "
                              "run's eval.top_k, none); bounds the output of long videos")
-    parser.add_argument("--nms", choices=["local_max", "greedy", "soft", "none"],
-                        help="per-class NMS (default local_max, E2E-Spot's)")
+    parser.add_argument("--nms", help="per-class NMS, a name of pespot.registry.NMS: local_max (E2E-Spot's), greedy, "
+                                      "soft, none or a plug-in's (default: the run's eval.nms)")
     parser.add_argument("--nms-window", type=int, help="NMS window in frames (default 1)")
     parser.add_argument("--batch-size", type=int, help="windows per forward pass (default 4)")
     parser.add_argument("--tta", choices=["none", "flip"],
@@ -115,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
     if top_k is not None and top_k < 1:
         raise ConfigError(f"--top-k: expected a positive number of events per class, got {top_k}")
     nms = ev.nms if args.nms is None else args.nms
+    from pespot.registry import NMS
+
+    if nms not in NMS:
+        raise ConfigError(f"--nms '{nms}': expected one of {', '.join(NMS.names())}")
     nms_window = ev.nms_window if args.nms_window is None else args.nms_window
     batch_size = ev.batch_size if args.batch_size is None else args.batch_size
     infer.window_stride(predictor.clip_len, overlap)  # bad option values fail before any video is read

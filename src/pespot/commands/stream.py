@@ -53,8 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, help="frame rate when the source gives none (for the 'time' field)")
     parser.add_argument("--threshold", type=float, help="candidates: scores >= this (default: the run's "
                         "eval.threshold)")
-    parser.add_argument("--nms", choices=["local_max", "greedy", "soft", "none"],
-                        help="per-class NMS (default: the run's eval.nms, local_max)")
+    parser.add_argument("--nms", help="per-class NMS, a name of pespot.registry.NMS: local_max (E2E-Spot's), greedy, "
+                                      "soft, none or a plug-in's (default: the run's eval.nms)")
     parser.add_argument("--nms-window", type=int, help="NMS window in frames (default: the run's eval.nms_window)")
     parser.add_argument("--overlap", type=float, help="window overlap, fraction of the clip (default: the run's "
                         "eval.overlap, 0.5)")

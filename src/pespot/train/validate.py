@@ -49,7 +49,7 @@ def evaluate_map(model: nn.Module, cfg: Config, classes: list[str], videos: list
 
     tolerances = sorted(set(cfg.eval.tolerances) | set(SELECTION_TOLERANCES))
     model.eval()
-    predictor = Predictor(model=model, cfg=cfg, classes=classes, device=info.device,
+    predictor = Predictor(model=model, cfg=cfg, classes=classes, device=info.device, tta=cfg.eval.tta,
                           activation=loss_fn.score_activation)
     mine = videos[info.rank::info.world_size]
     preds = [p.to_video() for p in predict_videos(predictor, mine, cfg.frames_dir, overlap=0.0, nms="none")]
