@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import platform
 import shlex
 import sys
@@ -31,6 +30,10 @@ import numpy as np
 from pespot.data.soccernet import SOCCERNET_V2_CLASSES, format_game_time, load_soccernet, read_results
 from pespot.fsutil import write_json_atomic, write_text_atomic
 from pespot.metrics import compute_map, soccernet_average_map
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine as common_machine
+from _common import versions as common_versions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,20 +92,14 @@ def max_difference(ours: dict, ref: dict) -> float:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    return {**common_machine(), "python": platform.python_version()}
 
 
 def versions() -> dict:
     import importlib.metadata as md
 
-    out = {}
-    for name in ("pespot", "numpy", "SoccerNet"):
+    out = common_versions()
+    for name in ("SoccerNet",):
         with contextlib.suppress(md.PackageNotFoundError):
             out[name] = md.version(name)
     return out

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -30,12 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pespot import __version__ as pespot_version
 from pespot import infer
 from pespot.config import load_config
 from pespot.data.clips import window_starts
 from pespot.data.frames import open_frames, resized_size
 from pespot.fsutil import write_json_atomic, write_text_atomic
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, versions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,24 +122,9 @@ def read_all(path: Path, height: int, chunk: int) -> int:
 
 
 def machine_info(threads: int) -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import av
-    import timm
 
-    return {
-        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": threads,
-        "load_average_1min": round(os.getloadavg()[0], 2),  # other work on the machine skews the numbers
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-        "timm": timm.__version__, "av": av.__version__, "numpy": np.__version__, "pespot": pespot_version,
-    }
+    return {**machine(), **versions(), "torch_threads": threads, "av": av.__version__}
 
 
 def main(argv: list[str] | None = None) -> int:

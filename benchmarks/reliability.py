@@ -17,14 +17,16 @@ import argparse
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from typing import Any
 
 import pytest
+from _common import git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("video-input", "label-input", "config", "kill", "numerics", "disk")
@@ -90,14 +92,6 @@ def summarise(items: dict[str, dict[str, Any]]) -> dict[str, dict[str, int]]:
         if key:
             row[key] += entry["cases"]
     return dict(table)
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def render(report: dict[str, Any]) -> str:

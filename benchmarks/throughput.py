@@ -20,7 +20,7 @@ the median of ``--steps`` rounds is reported. Peak memory is measured per varian
 step (AdamW's moments are made before it, as they exist from the second training step on): the peak RSS of that
 process on the CPU (``VmHWM``; ``getrusage``'s ``ru_maxrss`` where there is no /proc),
 ``torch.cuda.max_memory_allocated`` on CUDA. The ratios paper/baseline are set next to the FLOP ratio of
-``pespot.commands.info.model_info``. A per-stage table times each of ASTRM's input shapes alone (fast vs
+``pespot.model.summary.model_info``. A per-stage table times each of ASTRM's input shapes alone (fast vs
 reference, forward+backward and inference) and lists the top operators of stage s1 from ``torch.profiler``.
 
 On a CPU shared with other work, OpenMP's default busy-waiting makes a 2-thread run several times slower than a
@@ -41,7 +41,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must precede the first Op
 import argparse
 import contextlib
 import json
-import platform
 import resource
 import shlex
 import statistics
@@ -53,9 +52,11 @@ from pathlib import Path
 
 import torch
 
-from pespot import __version__ as pespot_version
 from pespot.config import Config, load_config
 from pespot.fsutil import write_json_atomic, write_text_atomic
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, versions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -318,7 +319,7 @@ def astrm_stages(size: int, args: argparse.Namespace, device: torch.device) -> d
 
 def flop_ratio(args: argparse.Namespace, size: int) -> dict:
     """Forward FLOPs per clip (``model_info``, meta device) of both models and their ratio."""
-    from pespot.commands.info import model_info
+    from pespot.model.summary import model_info
 
     paper = model_info(variant_config("paper", args), args.classes, (size, size))
     base = model_info(variant_config("e2e-spot", args), args.classes, (size, size))
@@ -346,23 +347,9 @@ def ratios(variants: dict[str, dict], stat: str = "median_s") -> dict:
 
 
 def machine_info(device: torch.device) -> dict:
-    cpu = platform.processor() or ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    import numpy as np
-    import timm
-
-    return {
-        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "load_average_1min": round(os.getloadavg()[0], 2),  # other work on the machine skews the numbers
-        "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
-        "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-        "timm": timm.__version__, "numpy": np.__version__, "pespot": pespot_version,
-    }
+    return {**machine(), **versions(), "torch_threads": torch.get_num_threads(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None}
 
 
 # ------------------------------------------------------------------------------------------------ report

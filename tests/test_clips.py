@@ -14,7 +14,6 @@ from pespot.data.clips import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ClipDataset,
-    WindowDataset,
     targets_for_window,
     window_starts,
 )
@@ -112,20 +111,6 @@ def test_window_starts_cover_every_frame():
             assert all(s + clip_len < n for s in starts[:-1])  # only the last one reaches the end
     with pytest.raises(ConfigError):
         window_starts(10, 4, 0)
-
-
-def test_window_dataset_frames_padding_and_crop(store):
-    root, videos = store
-    ds = WindowDataset(videos[:2], root, clip_len=8, overlap_frames=2, crop=24)  # stride 6
-    assert [(it["video_index"], it["start"]) for it in (ds[i] for i in range(len(ds)))] == \
-        [(0, 0), (0, 6), (0, 12), (0, 18), (0, 24), (1, 0), (1, 6)]
-    last = ds[4]  # frames 24..31 of a 30-frame video
-    assert last["frames"].shape == (8, 3, 24, 24) and last["length"] == 6
-    assert [_decode(last["frames"][t]) for t in range(6)] == [(0, 24 + t) for t in range(6)]
-    assert torch.count_nonzero(last["frames"][6:]) == 0
-    assert WindowDataset(videos, root, 8, stride=3).stride == 3
-    with pytest.raises(ConfigError):
-        WindowDataset(videos, root, 8, overlap_frames=8)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pespot.config import AstrmConfig, load_config
 from pespot.errors import PespotError
 from pespot.model import backbone as backbone_mod
 from pespot.model import build_model
+from pespot.model import weights as weights_mod
 from pespot.model.astrm import ASTRM, dynamic_temporal_conv, dynamic_temporal_conv_shifted
 from pespot.model.shift import GatedShift, ShiftThenConv, TemporalShift
 from pespot.model.temporal import TEMPORAL_HEADS, TemporalDeformableAttention, build_temporal_head
@@ -372,13 +373,13 @@ def test_weights_file_errors_name_the_file(tmp_path, timm_state):
 
 def test_pretrained_offline_warns_once_without_network(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(backbone_mod, "_cached_pretrained_file", lambda name: None)
+    monkeypatch.setattr(weights_mod, "_cached_pretrained_file", lambda name: None)
 
     def no_network(*args, **kwargs):
         raise AssertionError("tried the network although HF_HUB_OFFLINE is set")
 
-    monkeypatch.setattr(backbone_mod, "_hub_reachable", no_network)
-    monkeypatch.setattr(backbone_mod.socket, "create_connection", no_network)
+    monkeypatch.setattr(weights_mod, "_hub_reachable", no_network)
+    monkeypatch.setattr(weights_mod.socket, "create_connection", no_network)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         net = backbone_mod.create_backbone("regnety_002", pretrained=True)

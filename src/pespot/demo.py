@@ -52,10 +52,10 @@ def seconds_per_step(cfg: Config, num_classes: int, steps: int = 4) -> float:
     two-pass steps, each timed on random clips of the configured shape)."""
     import torch
 
+    from pespot.train.distributed import resolve_device
     from pespot.train.trainer import step_job, train_step
 
-    device = torch.device("cuda" if cfg.train.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if cfg.train.device == "auto" else cfg.train.device))
+    device = resolve_device(cfg.train.device)
     job = step_job(cfg, num_classes, device)
     size = cfg.data.crop or cfg.data.height
     b, t = cfg.train.batch_size, cfg.model.clip_len

@@ -25,7 +25,6 @@ import contextlib
 import csv
 import io
 import math
-import pickle
 import queue
 import threading
 import zipfile
@@ -38,15 +37,11 @@ import numpy as np
 import torch
 
 from pespot.config import Config, from_dict
+from pespot.data.clips import IMAGENET_MEAN, IMAGENET_STD
 from pespot.data.labels import Event, Video, save_split
 from pespot.errors import ConfigError, DataError
 from pespot.fsutil import atomic_path, write_text_atomic
-
-CHECKPOINT_FORMAT = "pespot-checkpoint-v1"
-
-# ImageNet statistics (timm's RegNetY weights were trained with them), in RGB order.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from pespot.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint  # noqa: F401 - part of the API
 
 TTA_CHOICES = ("none", "flip")  # flip: mean of the scores of each window and of its horizontal mirror
 
@@ -94,18 +89,10 @@ class Predictor:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> the first CUDA device when present, else the CPU; anything else as torch spells it."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"--device '{device}': expected auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device '{device}': CUDA is not available on this machine")
-    return dev
+    """``--device``: auto (CUDA when present, else the CPU), cpu, cuda or cuda:N."""
+    from pespot.train.distributed import resolve_device as resolve
+
+    return resolve(device, what="--device")
 
 
 def find_checkpoint(run_or_ckpt: str | Path) -> Path:
@@ -119,30 +106,6 @@ def find_checkpoint(run_or_ckpt: str | Path) -> Path:
     if not path.exists():
         raise DataError(f"{path}: checkpoint or run folder not found")
     return path
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a pespot checkpoint dict (on the CPU); a one-line DataError if it is not one.
-
-    Checkpoints are pickles (they carry optimizer and RNG states): load only checkpoints you trust.
-    """
-    path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: checkpoint not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: expected a checkpoint file, found a directory") from None
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, OSError,
-            AttributeError, ImportError, ModuleNotFoundError, IndexError, KeyError, TypeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"{path}: not a readable checkpoint ({first})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise DataError(f"{path}: not a pespot checkpoint (expected a dict with format '{CHECKPOINT_FORMAT}')")
-    for key in ("config", "classes", "model"):
-        if key not in ckpt:
-            raise DataError(f"{path}: pespot checkpoint without '{key}'")
-    return ckpt
 
 
 def load_predictor(run_or_ckpt: str | Path, device: str | torch.device = "auto",

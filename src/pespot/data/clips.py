@@ -1,4 +1,4 @@
-"""Clips for training and windows for validation/inference, with per-frame targets.
+"""Training clips with per-frame targets (windows for validation and inference are in ``pespot.infer``).
 
 Training clips follow E2E-Spot (reference-codebases.md 1.4) with the paper's settings (method-spec.md 8):
 
@@ -322,47 +322,3 @@ def augment_clip(frames: torch.Tensor, rng: np.random.Generator, crop: int | Non
     if blur:
         frames = TF.gaussian_blur(frames, [BLUR_KERNEL, BLUR_KERNEL], [sigma, sigma])
     return frames.contiguous()
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Sliding windows
-
-
-class WindowDataset(Dataset):
-    """Sliding windows over every video, for validation and inference (no augmentation).
-
-    Windows start at 0 with stride ``clip_len - overlap_frames`` (or ``stride``); the last one may run past the
-    end, its extra frames zero (after normalisation). With ``crop`` the centre crop is taken. Items:
-    ``dict(frames=float32 (T, 3, H, W), video_index=int, start=int, length=int)``; ``length`` counts the real
-    frames of the window.
-    """
-
-    def __init__(self, videos: list[Video], frames_root: str | Path, clip_len: int, overlap_frames: int | None = None,
-                 *, stride: int | None = None, height: int | None = None, crop: int | None = None):
-        if overlap_frames is not None and stride is not None:
-            raise ConfigError("windows: give overlap_frames or stride, not both")
-        if stride is None:
-            overlap = overlap_frames or 0  # neither given: windows side by side
-            if not 0 <= overlap < clip_len:
-                raise ConfigError(f"windows: overlap must be in [0, clip_len={clip_len}), got {overlap}")
-            stride = clip_len - overlap
-        if stride <= 0:
-            raise ConfigError(f"windows: stride must be positive, got {stride}")
-        self.videos = list(videos)
-        self.clip_len, self.stride, self.crop = clip_len, stride, crop
-        self.items = [(vi, s) for vi, v in enumerate(self.videos)
-                      for s in window_starts(v.num_frames, clip_len, stride)]
-        self._sources = _Sources(frames_root, height)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        vi, start = self.items[index]
-        video = self.videos[vi]
-        raw, lo, hi = self._sources.read(video, start, self.clip_len)  # (n, H, W, 3)
-        _check_crop(self.crop, int(raw.shape[1]), int(raw.shape[2]), f"video '{video.video}'")
-        real = _centre_crop(_to_float(raw), self.crop)
-        frames = torch.zeros((self.clip_len, 3, *real.shape[-2:]), dtype=torch.float32)
-        frames[lo:hi] = normalise(real)
-        return {"frames": frames, "video_index": vi, "start": start, "length": hi - lo}

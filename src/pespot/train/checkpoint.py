@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pickle
 import random
 import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,17 +98,36 @@ def remove_stale_temp_files(out: Path, log: Callable[[str], Any]) -> None:
 RESUME_KEYS = ("model", "loss.contrastive", "loss.bank_size")
 
 
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a pespot checkpoint dict (on the CPU); a one-line DataError if it is not one.
+
+    Checkpoints are pickles (they carry optimizer and RNG states): load only checkpoints you trust.
+    """
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: checkpoint not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: expected a checkpoint file, found a directory") from None
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, OSError,
+            AttributeError, ImportError, ModuleNotFoundError, IndexError, KeyError, TypeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"{path}: not a readable checkpoint ({first})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise DataError(f"{path}: not a pespot checkpoint (expected a dict with format '{CHECKPOINT_FORMAT}')")
+    for key in ("config", "classes", "model"):
+        if key not in ckpt:
+            raise DataError(f"{path}: pespot checkpoint without '{key}'")
+    return ckpt
+
+
 def load_resume_checkpoint(run_dir: Path, cfg: Config) -> dict:
     """``RUN_DIR/checkpoints/last.pt``, after checking that ``cfg`` describes the same model."""
     path = run_dir / "checkpoints" / "last.pt"
     if not path.is_file():
         raise DataError(f"{run_dir}: nothing to resume (no checkpoints/last.pt)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise DataError(f"{path}: not a readable checkpoint ({str(err).strip().splitlines()[0]})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise DataError(f"{path}: not a pespot checkpoint (format '{CHECKPOINT_FORMAT}')")
+    ckpt = load_checkpoint(path)
     diffs = config_differences(from_dict(ckpt["config"]), cfg, RESUME_KEYS)
     if diffs:
         shown = "; ".join(f"{k}: run has {a!r}, now {b!r}" for k, a, b in diffs)

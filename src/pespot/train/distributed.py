@@ -41,22 +41,25 @@ class DistInfo:
         return self.rank == 0
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``train.device`` -> a torch device: auto = CUDA when present (``cuda:LOCAL_RANK``), else the CPU."""
+def resolve_device(name: str | torch.device, local_rank: int = 0, what: str = "config key 'train.device'"
+                   ) -> torch.device:
+    """A device name -> a torch device: auto = CUDA when present (``cuda:LOCAL_RANK``), else the CPU. ``what``
+    names the option in errors (``--device`` on the command line)."""
+    if isinstance(name, torch.device):
+        return name
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"config key 'train.device': expected auto, cpu, cuda or cuda:N, "
-                          f"got {name!r}") from None
+        raise ConfigError(f"{what}: expected auto, cpu, cuda or cuda:N, got {name!r}") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"config key 'train.device': {name!r} asked for, but CUDA is not available")
+            raise ConfigError(f"{what}: {name!r} asked for, but CUDA is not available on this machine")
         if device.index is None:
             device = torch.device(f"cuda:{local_rank}")
     elif device.type != "cpu":
-        raise ConfigError(f"config key 'train.device': expected auto, cpu, cuda or cuda:N, got {name!r}")
+        raise ConfigError(f"{what}: expected auto, cpu, cuda or cuda:N, got {name!r}")
     return device
 
 
