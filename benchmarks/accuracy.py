@@ -30,6 +30,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -469,6 +470,10 @@ def claim_verdicts(rows: dict[str, dict], claims: list[Claim]) -> list[dict]:
     return out
 
 
+def _pct(value: float) -> str:
+    return "–" if math.isnan(value) else f"{100 * value:.1f}"
+
+
 def _pm(ms: tuple[float, float]) -> str:
     m, s = ms
     return "–" if math.isnan(m) else f"{100 * m:.1f} ± {100 * s:.1f}"
@@ -542,8 +547,8 @@ def write_markdown(report: dict, path: Path, cfg: Config | None, curves_png: str
                   "|---|" + "---:|" * (5 + len(pair))]
         for ref in refs.values():
             m = measures(ref["test"], rarest, tuple(pair))
-            lines.append(f"| {ref['summary']} | " + " | ".join(f"{100 * m[f'map{t}']:.1f}" for t in TOLERANCES)
-                         + f" | {100 * m['rarest']:.1f} | " + " | ".join(f"{100 * m[c]:.1f}" for c in pair) + " |")
+            cells = [m[f"map{t}"] for t in TOLERANCES] + [m["rarest"]] + [m[c] for c in pair]
+            lines.append(f"| {ref['summary']} | " + " | ".join(_pct(v) for v in cells) + " |")
     lines += ["", (f"Learning curves (validation mAP@{CURVE_TOLERANCE} after every epoch, first {VAL_VIDEOS} val "
               "videos; thin lines: single seeds, band: mean ± sd):"), "", f"![learning curves]({curves_png})",
               ""]
@@ -682,8 +687,27 @@ def run_parallel(todo: list[tuple[str, int]], args: argparse.Namespace, command:
     queue = list(todo)
     logs = Path(args.out) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    # A stop (Ctrl-C, or the SIGTERM of `timeout`) reaches the running cells too: each checkpoints and a rerun
+    # resumes it.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+    try:
+        _run_queue(queue, running, failed, base, env, logs, args.jobs)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for _, proc in running:
+            if proc.poll() is None:
+                proc.terminate()
+        for _, proc in running:
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return failed
+
+
+def _run_queue(queue: list, running: list, failed: list, base: list[str], env: dict, logs: Path, jobs: int) -> None:
     while queue or running:
-        while queue and len(running) < max(1, args.jobs):
+        while queue and len(running) < max(1, jobs):
             row, seed = queue.pop(0)
             name = f"{row}:{seed}"
             log = open(logs / f"{row}-seed{seed}.log", "a")  # noqa: SIM115 - closed with the process
@@ -697,7 +721,6 @@ def run_parallel(todo: list[tuple[str, int]], args: argparse.Namespace, command:
                 print(f"finished {name} (exit code {proc.returncode})", flush=True)
                 if proc.returncode != 0:
                     failed.append(name)
-    return failed
 
 
 def main(argv: list[str] | None = None) -> int:
