@@ -68,6 +68,10 @@ def measure(run: Path, data: Path, tmp: Path) -> dict:
             "test_frames": sum(v.num_frames for v in truth), "inference_seconds": round(seconds, 1), "rules": rules}
 
 
+def rule_list(run: dict) -> list[dict]:
+    return run["rules"]
+
+
 def write_markdown(report: dict, path: Path) -> None:
     lines = ["# Candidate rule: test mAP against the score threshold", "",
              f"Made by `{report['command']}` ({report['date']}).", "",
@@ -83,6 +87,13 @@ def write_markdown(report: dict, path: Path) -> None:
             lines.append(f"| {rule['threshold']:g} | {rule['top_k'] or '–'} | "
                          + " | ".join(f"{100 * m[str(t)]:.1f}" for t in TOLERANCES)
                          + f" | {rule['events']:,} | {rule['json_bytes'] / 1e3:.0f} kB |")
+        base = next(x for x in rule_list(r) if x["threshold"] == 0.0 and x["top_k"] is None)
+        e2e = next((x for x in rule_list(r) if x["threshold"] == 0.01), None)
+        if e2e is not None:
+            lines += ["", (f"E2E-Spot's threshold 0.01 against 0 (every local maximum): mAP@2 "
+                           f"{100 * e2e['mAP']['2']:.1f} vs {100 * base['mAP']['2']:.1f} "
+                           f"({100 * (e2e['mAP']['2'] - base['mAP']['2']):+.1f} points), keeping "
+                           f"{e2e['events']:,} of {base['events']:,} events.")]
         lines.append("")
     lines += ["## Machine", "", (f"{report['machine']['cpu']}, {report['machine']['cores']} cores; torch "
               f"{report['versions']['torch']}, pespot at {report['versions']['pespot_commit']}."), ""]
@@ -93,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="dataset folder (test.json, frames/)")
-    p.add_argument("--runs", nargs="+", required=True, help="run folders or checkpoints")
+    p.add_argument("--runs", nargs="+", help="run folders or checkpoints")
+    p.add_argument("--report-only", action="store_true", help="rewrite candidates.md from candidates.json")
     p.add_argument("--out", default=str(ROOT / "docs" / "results"), help="where candidates.md/.json go")
     args = p.parse_args(argv)
     import torch
@@ -101,6 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        import json
+
+        write_markdown(json.loads((out / "candidates.json").read_text()), out / "candidates.md")
+        return 0
+    if not args.runs:
+        p.error("--runs is required (unless --report-only)")
     runs = [measure(Path(r), Path(args.data), out / ".candidates-tmp.json") for r in args.runs]
     report = {"command": "python benchmarks/candidates.py " + shlex.join(argv), "date": time.strftime("%Y-%m-%d %H:%M"),
               "thresholds": list(THRESHOLDS), "top_k": list(TOP_K), "runs": runs, "machine": machine(),
