@@ -4,7 +4,7 @@
     python benchmarks/reliability.py --fast-only  # only the tests `make test` runs
     python benchmarks/reliability.py --no-write   # print the table only
 
-Every test in ``tests/test_faults*.py`` carries ``@pytest.mark.fault(kind, cases=N)``: ``kind`` is the fault
+Every test in ``tests/**/test_*faults*.py`` carries ``@pytest.mark.fault(kind, cases=N)``: ``kind`` is the fault
 class (video-input, label-input, config, kill, numerics, disk) and ``cases`` how many distinct faulty inputs the
 test tries (1 unless it loops over several). A case counts as *handled* when its test passed: the tests assert
 the clear one-line error naming the input (or the correct output for valid-but-unusual input), the exit code,
@@ -74,7 +74,7 @@ def run_suite(fast_only: bool) -> tuple[dict[str, dict[str, Any]], int, float]:
     """Run the fault tests in-process; return the per-test records, pytest's exit code and the wall time."""
     collector = FaultCollector()
     marker = "not slow" if fast_only else ""
-    files = sorted(str(p) for p in (ROOT / "tests").glob("test_faults*.py"))
+    files = sorted(str(p) for p in (ROOT / "tests").rglob("test_*faults*.py"))
     start = time.perf_counter()
     code = pytest.main(["-q", "-p", "no:cacheprovider", "-m", marker, "-o", "addopts=", *files], plugins=[collector])
     return collector.items, int(code), time.perf_counter() - start

@@ -16,7 +16,7 @@ backward passes that allocate little beyond what they return and make their othe
 Everything is computed in the frame-batched layout (B*T, C, H, W): the temporal parts read a frame's neighbours
 through the (B, T, C, H, W) view, so the C-channel tensors are never transposed or copied, and the output keeps
 the input's memory format. ``forward(astrm, x)`` is what ``ASTRM.forward`` runs unless ``ASTRM.fast`` is off;
-tests/test_model_speed_equiv.py holds the two forms equal (outputs and gradients).
+tests/model/test_astrm_fast.py holds the two forms equal (outputs and gradients).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from pespot.errors import ConfigError
 from pespot.train.guards import NonFiniteLossError
 from pespot.train.trainer import train
 
-CONFIGS = Path(__file__).resolve().parents[1] / "src" / "pespot" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "src" / "pespot" / "configs"
 
 
 @pytest.fixture(scope="session")

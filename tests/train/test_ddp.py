@@ -18,7 +18,7 @@ TESTS = Path(__file__).resolve().parent
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
-    """The ``tiny`` synthetic dataset (the same folder as test_trainer's; generated once per session)."""
+    """The ``tiny`` synthetic dataset (the same folder as test_loop's; generated once per session)."""
     from pespot.data.synthetic import generate
 
     return generate(tmp_path_factory.getbasetemp() / "pespot-synth-tiny", "tiny", seed=0)

@@ -10,7 +10,7 @@
   while a checkpoint is written: one line naming the file and the cause, the previous checkpoint intact, no
   temporary file.
 
-Helpers (toy model, subprocess wrapper, state comparisons) come from ``test_faults_train.py``.
+Helpers (toy model, subprocess wrapper, state comparisons) come from ``test_train_faults.py``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import pattern_index, write_video
-from test_faults_train import (
+from test_train_faults import (
     Trainer,
     assert_same_metrics,
     assert_same_training_state,

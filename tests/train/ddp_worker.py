@@ -1,6 +1,6 @@
 """Train in one torchrun process and record a hash of the state that process trained.
 
-Used by test_ddp.py: ``python -m torch.distributed.run --nproc_per_node 2 tests/ddp_worker.py HASH_DIR train
+Used by test_ddp.py: ``python -m torch.distributed.run --nproc_per_node 2 tests/train/ddp_worker.py HASH_DIR train
 --config PRESET --set KEY=VALUE ...``. The model and the loss are built here and handed to the trainer through its
 public ``model``/``loss_fn`` parameters, so this process keeps a reference to them; after training,
 ``HASH_DIR/rank<R>.json`` gets a SHA-256 per tensor of the model (parameters and buffers) and of the SoftIC memory

@@ -100,7 +100,7 @@ def test_rerun_skips_finished_and_redoes_partial_outputs(make_video, tmp_path):
 def test_killed_extraction_leaves_no_output_and_completes_on_rerun(tmp_path):
     src = write_video(tmp_path / "long.mp4", 600, width=96, height=64, gop=30)
     out = tmp_path / "store"
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"))
     proc = subprocess.Popen([sys.executable, "-m", "pespot", "extract", str(src), "--out", str(out),
                              "--height", "0", "--workers", "1"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
