@@ -42,7 +42,7 @@ from pespot.data.labels import Event, Video, save_classes, save_split
 from pespot.errors import DataError, PespotError
 from pespot.fsutil import atomic_path, write_json_atomic
 
-GENERATOR_VERSION = 1  # bump when the output for a given (preset, seed) changes
+GENERATOR_VERSION = 2  # bump when the output for a given (preset, seed) changes (2: mp4 with the index first)
 
 # Class order = model outputs 1..K (0 is background).
 CLASSES = ["serve", "hit", "bounce", "net", "line_in", "line_out"]
@@ -858,10 +858,12 @@ def _write_jpgs(frames: np.ndarray, folder: Path) -> None:
 
 
 def _write_mp4(frames: np.ndarray, path: Path, fps: float) -> None:
-    """All frames as an H.264 mp4 (PyAV, crf 17, keyframe every 25 frames), written atomically."""
+    """All frames as an H.264 mp4 (PyAV, crf 17, keyframe every 25 frames), written atomically, with its index
+    (moov) first (``faststart``) so that the file also plays from a pipe (``cat x.mp4 | pespot stream RUN -``)."""
     import av
 
-    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4",
+                                           options={"movflags": "faststart"}) as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
