@@ -34,10 +34,19 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
     saved = json.loads((run / "results.json").read_text())
     assert saved["model"]["mAP"].keys() == {"0", "1", "2", "4"}
     assert saved["rarest_class"] in saved["model"]["per_class"]
+    # every deviation from the paper's training recipe is named, with the paper's value and the demo's
+    deviations = saved["recipe_deviations"]
+    assert deviations["optim.sam"] == {"paper": "asam", "here": "none"}
+    assert deviations["data.fg_upsample"] == {"paper": None, "here": 0.5}
+    assert deviations["model.pretrained"] == {"paper": True, "here": False}
+    assert "optim.sam_start" not in deviations and "loss.classification" not in deviations
+    assert {p.name for p in (run / "plots").glob("learning_curve_*.png")} == {"learning_curve_map.png",
+                                                                            "learning_curve_loss.png"}
     for res in (results["model"], results["baseline"]):
         assert all(0.0 <= v <= 1.0 for v in res["mAP"].values())
     printed = capsys.readouterr().out
     assert "trivial baseline" in printed and "(rarest)" in printed
+    assert "optim.sam: asam -> none" in printed  # the deviations are printed when training starts
     # the same folder again is refused with one clear line, not overwritten
     assert main(["demo", "--out", str(out), "--preset", "tiny"]) == 1
     assert "already there" in capsys.readouterr().err

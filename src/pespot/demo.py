@@ -142,6 +142,13 @@ def recipe_deviations(cfg: Config) -> dict[str, dict[str, Any]]:
             here, ref = getattr(getattr(cfg, section), name), getattr(getattr(paper, section), name)
             if here != ref:
                 out[f"{section}.{name}"] = {"paper": ref, "here": here}
+    if cfg.optim.sam == "none":
+        out.pop("optim.sam_start", None)  # no SAM/ASAM to start
+    if not cfg.model.pretrained:
+        # pespot's defaults for a random initialisation, which the paper (ImageNet weights) does not state
+        for key, value in (("model.residual_init", cfg.model.residual_init),
+                           ("model.prior_bias", cfg.model.prior_bias)):
+            out.setdefault(key, {"paper": "not stated (ImageNet-initialised backbone)", "here": value})
     return out
 
 
