@@ -24,6 +24,7 @@ def tiny_data(tmp_path_factory) -> Path:
     return generate(tmp_path_factory.getbasetemp() / "pespot-synth-tiny", "tiny", seed=0)
 
 
+@pytest.mark.slow  # two torchrun processes, 4 steps each: ~13 s
 def test_two_cpu_processes_train_identically(tiny_data, tmp_path):
     run, hashes = tmp_path / "run", tmp_path / "hashes"
     overrides = [

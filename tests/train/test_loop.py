@@ -78,6 +78,7 @@ def sigint_during_first_loss(cfg):
     return instrumented_loss(cfg, 6, hook)
 
 
+@pytest.mark.slow  # a run, and the same run stopped and resumed twice: ~14 s
 def test_resume_continues_exactly(tiny_data, tmp_path):
     straight = tmp_path / "straight"
     summary = train(toy_config(tiny_data, straight), progress=False)
@@ -183,6 +184,7 @@ def test_cli_config_errors_before_any_work(tiny_data, tmp_path, capsys):
     assert not run.exists()
 
 
+@pytest.mark.slow  # 18 steps of the synthetic preset
 def test_synthetic_preset_trains(tiny_data, tmp_path, capsys):
     # The from-scratch recipe at toy size: validation mAP after every epoch, finite losses, and a first epoch that
     # starts at the class prior (a zero classifier bias would start BCE at log 2 = 0.69 per output).

@@ -484,6 +484,7 @@ def test_a_data_error_in_a_loader_worker_is_one_line(synth, tmp_path, capsys, mo
 # kills
 
 
+@pytest.mark.slow  # an unbroken run and a run killed and resumed: ~16 s
 @pytest.mark.fault("kill")
 def test_sigkill_during_a_checkpoint_write_then_resume_equals_an_unbroken_run(synth, tmp_path):
     # Checkpoint writes of this run (save_every_steps=1, 2 epochs x 2 steps): 1 last.pt after step 1; 2 best.pt,
