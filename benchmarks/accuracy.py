@@ -132,7 +132,11 @@ CLAIMS = [
           "frames after the contact)", "paper", "paper-gsm", "pair"),
     Claim("rare-class", "SoftIC helps the rarest class", "paper", "paper-no-softic", "rarest"),
     Claim("generalisation", "ASAM improves generalisation (test mAP)", "paper", "paper-no-asam", "map"),
+    Claim("generalisation-end", "ASAM improves generalisation, models at the end of training (ASAM's steps "
+          "included whatever validation selects)", "paper", "paper-no-asam", "map_last"),
     Claim("asam-vs-sam", "ASAM is better than SAM", "paper", "paper-sam", "map"),
+    Claim("asam-vs-sam-end", "ASAM is better than SAM, models at the end of training", "paper", "paper-sam",
+          "map_last"),
     Claim("overall", "the paper's model beats E2E-Spot", "paper", "e2e-spot", "map"),
 ]
 
@@ -257,11 +261,13 @@ def row_config(row: Row, budget: Budget, data_root: Path, run_dir: Path, seed: i
     return cfg
 
 
-def infer_test(run_dir: Path, data_root: Path, device: str) -> tuple[list[Video], dict]:
-    """Spot the test split with the run's selected checkpoint and its own candidate rule; (predictions, timing)."""
+def infer_test(run_dir: Path, data_root: Path, device: str, checkpoint: str | None = None
+               ) -> tuple[list[Video], dict]:
+    """Spot the test split with the run's selected checkpoint (or ``checkpoints/<checkpoint>``) and its own
+    candidate rule; (predictions, timing)."""
     from pespot.infer import find_checkpoint, load_predictor, predict_videos
 
-    ckpt = find_checkpoint(run_dir)
+    ckpt = find_checkpoint(run_dir) if checkpoint is None else run_dir / "checkpoints" / checkpoint
     predictor = load_predictor(ckpt, device=device)
     truth = load_split(data_root / "test.json", predictor.classes)
     start = time.perf_counter()
@@ -271,6 +277,26 @@ def infer_test(run_dir: Path, data_root: Path, device: str) -> tuple[list[Video]
         "checkpoint": str(ckpt), "seconds": round(time.perf_counter() - start, 1),
         "frames": sum(v.num_frames for v in truth), "overlap": ev.overlap, "threshold": ev.threshold,
         "top_k": ev.top_k, "nms": ev.nms, "nms_window": ev.nms_window}
+
+
+def test_last(result: dict, run_dir: Path, data_root: Path, device: str = "cpu") -> dict:
+    """The test metrics of the model at the end of training (``last.pt``): the same as the selected checkpoint's
+    when validation chose the last epoch. For rows whose optimiser changes late (ASAM in the last quarter), the
+    selected checkpoint may predate the change; the last one never does."""
+    if result["train"]["best_epoch"] == result["budget"]["epochs"]:
+        return result["test"]
+    preds, _ = infer_test(run_dir, data_root, device, checkpoint="last.pt")
+    truth = load_split(data_root / "test.json", load_dataset(data_root).classes)
+    return compute_map(truth, preds, load_dataset(data_root).classes, TOLERANCES).to_json()
+
+
+def backfill_test_last(out: Path, data_root: Path) -> None:
+    """Add ``test_last`` to finished cells written before it existed."""
+    for path in sorted(out.glob("*/seed*/result.json")):
+        result = json.loads(path.read_text())
+        if "test_last" not in result:
+            result["test_last"] = test_last(result, path.parent / "run", data_root)
+            write_json_atomic(path, result)
 
 
 def learning_curve(run_dir: Path) -> list[list[float]]:
@@ -316,6 +342,7 @@ def run_cell(row: Row, seed: int, budget: Budget, data_root: Path, out: Path, *,
         "curve": learning_curve(run_dir), "inference": inference, "test": res.to_json(),
         "command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "versions": versions(),
     }
+    result["test_last"] = test_last(result, run_dir, data_root, device)
     write_json_atomic(result_path, result)
     print(f"[{row.name} seed {seed}] test mAP " + ", ".join(f"δ={t}: {100 * res.mAP[t]:.1f}" for t in TOLERANCES),
           flush=True)
@@ -447,7 +474,10 @@ def collect(out: Path, rows: list[str], seeds: list[int], rarest: str, pair: tup
             if path.is_file():
                 cells[seed] = json.loads(path.read_text())
         per_seed = {s: measures(c["test"], rarest, pair) for s, c in cells.items()}
-        keys = next(iter(per_seed.values())).keys() if per_seed else []
+        for s, c in cells.items():  # the model at the end of training, "_last"
+            if "test_last" in c:
+                per_seed[s].update({f"{k}_last": v for k, v in measures(c["test_last"], rarest, pair).items()})
+        keys = set.intersection(*(set(m) for m in per_seed.values())) if per_seed else set()
         summary = {k: mean_sd([m[k] for m in per_seed.values()]) for k in keys}
         report[name] = {"row": asdict(get_row(name)), "seeds": sorted(cells), "measures": per_seed,
                         "summary": summary, "curves": {s: c["curve"] for s, c in cells.items()},
@@ -480,7 +510,8 @@ def _pm(ms: tuple[float, float]) -> str:
 
 
 MEASURE_NAMES = {"map": f"test mAP@{CURVE_TOLERANCE}", "pair": f"mean AP of the pair at δ={CLASS_TOLERANCE}",
-                 "rarest": f"AP of the rarest class at δ={CLASS_TOLERANCE}"}
+                 "rarest": f"AP of the rarest class at δ={CLASS_TOLERANCE}",
+                 "map_last": f"test mAP@{CURVE_TOLERANCE} of last.pt"}
 
 
 def write_report(out: Path, data_root: Path, results: Path, rows: list[str], seeds: list[int],
@@ -496,6 +527,8 @@ def write_report(out: Path, data_root: Path, results: Path, rows: list[str], see
     budget = load_budget(budget_path) if budget_path.is_file() else None
     dataset = load_dataset(data_root) if (data_root / "test.json").is_file() else None
     rarest, pair = (rarest_class(dataset) if dataset else "net"), long_range_pair()
+    if dataset is not None:
+        backfill_test_last(out, data_root)
     table = collect(out, rows, seeds, rarest, pair)
     claims = claim_verdicts(table, suite.claims)
     cfg = row_config(get_row("paper"), budget, data_root, Path("run"), 0) if budget else None
@@ -527,18 +560,27 @@ def write_markdown(report: dict, path: Path, cfg: Config | None, curves_png: str
              f"cell's command, date and versions are in `{path.with_suffix('.json').name}`)."), ""]
     lines += ["## Results (test split, %, mean ± sd over seeds)", "",
               f"| row | seeds | mAP δ=0 | δ=1 | δ=2 | δ=4 | AP {rarest} δ={CLASS_TOLERANCE} | "
-              + " | ".join(f"AP {c} δ={CLASS_TOLERANCE}" for c in pair) + " | train min | test min |",
-              "|---|---:|" + "---:|" * (6 + len(pair) + 1)]
+              + " | ".join(f"AP {c} δ={CLASS_TOLERANCE}" for c in pair) + f" | mAP δ={CURVE_TOLERANCE} of last.pt | "
+              "train min | test min |",
+              "|---|---:|" + "---:|" * (6 + len(pair) + 2)]
     for name, r in report["rows"].items():
         s = r["summary"]
         if not r["seeds"]:
-            lines.append(f"| `{name}` | 0 | not run yet |" + " |" * (6 + len(pair)))
+            lines.append(f"| `{name}` | 0 | not run yet |" + " |" * (7 + len(pair)))
             continue
-        cells = [_pm(s[f"map{t}"]) for t in TOLERANCES] + [_pm(s["rarest"])] + [_pm(s[c]) for c in pair]
+        cells = ([_pm(s[f"map{t}"]) for t in TOLERANCES] + [_pm(s["rarest"])] + [_pm(s[c]) for c in pair]
+                 + [_pm(s["map_last"]) if "map_last" in s else "–"])
         train_min = np.mean(list(r["train_minutes"].values()))
         test_min = np.mean(list(r["test_minutes"].values()))
         lines.append(f"| `{name}` | {len(r['seeds'])} | " + " | ".join(cells) + f" | {train_min:.1f} | "
                      f"{test_min:.1f} |")
+    if cfg is not None and any(get_row(n).keys.get("optim.sam", "none") != "none" for n in report["rows"]):
+        lines += ["", (f"Rows with ASAM or SAM use it in the last {1 - cfg.optim.sam_start:.0%} of the steps "
+                       f"(`optim.sam_start {cfg.optim.sam_start:g}`): from the first step it kept the model near "
+                       "chance (docs/results/recipe.md). Until then they train exactly as the same seed of "
+                       "`paper-no-asam`; when validation selects an earlier epoch, the selected model has seen no "
+                       "ASAM/SAM step. The last.pt column and the claims marked \"end of training\" compare the "
+                       "models after all their steps.")]
     refs = report.get("references")
     if refs:
         lines += ["", "Computed references (no training; the same test split and metric):", "",
