@@ -14,6 +14,8 @@ from pespot.data.clips import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ClipDataset,
+    clip_frames,
+    item_frames,
     targets_for_window,
     window_starts,
 )
@@ -124,17 +126,19 @@ def test_clips_read_the_right_frames_pad_with_zeros_and_carry_targets(store):
     past_start = past_end = 0
     for i in range(len(ds)):
         item = ds[i]
+        frames = item_frames(item)
         video, start = by_name[item["video"]], item["start"]
         vi = videos.index(video)
-        assert item["frames"].shape == (16, 3, SIZE, SIZE) and item["frames"].dtype == torch.float32
+        assert item["raw"].shape == (1, 16, SIZE, SIZE, 3) and item["raw"].dtype == torch.uint8  # as it travels
+        assert frames.shape == (16, 3, SIZE, SIZE) and frames.dtype == torch.float32
         assert item["targets"].shape == (16, 4) and item["lam"] == 1.0
         assert -5 <= start <= max(-5, video.num_frames - 16 + 5)
         for t in range(16):
             f = start + t
             if 0 <= f < video.num_frames:
-                assert _decode(item["frames"][t]) == (vi, f)
+                assert _decode(frames[t]) == (vi, f)
             else:  # outside the video: zero (normalised) frames and background targets
-                assert torch.count_nonzero(item["frames"][t]) == 0
+                assert torch.count_nonzero(frames[t]) == 0
                 assert item["targets"][t].tolist() == [1.0, 0.0, 0.0, 0.0]
         assert torch.equal(item["targets"], targets_for_window(video, CLASSES, start, 16, dilate_len=1))
         past_start += start < 0
@@ -165,9 +169,11 @@ def test_mixup_mixes_frames_and_soft_targets_with_lambda(store):
         mixed.sample_position(rng)
         assert rng.beta(0.1, 0.1) == lam
         vi2, start2 = mixed.sample_position(rng)
-        second_frames, second_targets = mixed._clip(vi2, start2, rng)
+        raw2, span2, aug2, second_targets = mixed._clip(vi2, start2, rng)
+        second_frames = clip_frames(raw2[None], span2[None], aug2[None], 1.0)
         assert item["video"] == first["video"] and item["start"] == first["start"]
-        assert torch.allclose(item["frames"], lam * first["frames"] + (1 - lam) * second_frames, atol=1e-6)
+        assert item["raw"].shape[0] == 2 and torch.equal(item["raw"][1], raw2)  # both clips travel as uint8
+        assert torch.allclose(item_frames(item), lam * item_frames(first) + (1 - lam) * second_frames, atol=1e-6)
         assert torch.allclose(item["targets"], lam * first["targets"] + (1 - lam) * second_targets, atol=1e-6)
         # per frame, the soft targets carry the two clips' label mass mixed with lambda
         sums = item["targets"].sum(1)
@@ -189,11 +195,12 @@ def test_augmentation_uses_one_set_of_parameters_per_clip(tmp_path):
     video = Video("still", 20, 25.0, [Event(5, "a")])
     aug = ClipDataset([video], CLASSES, tmp_path / "frames", 12, 40, crop=24, augment=True, mixup=False)
     ref = ClipDataset([video], CLASSES, tmp_path / "frames", 12, 1, crop=24, augment=False, mixup=False)
-    centre = next(ref[0]["frames"][t] for t in range(12) if ref[0]["frames"][t].abs().sum() > 0)
+    reference = ref.frames(0)
+    centre = next(reference[t] for t in range(12) if reference[t].abs().sum() > 0)
     distinct = set()
     for i in range(len(aug)):
         item = aug[i]
-        frames = item["frames"]
+        frames = item_frames(item)
         assert frames.shape == (12, 3, 24, 24)
         start = item["start"]
         real = [t for t in range(12) if 0 <= start + t < 20]
@@ -205,7 +212,7 @@ def test_augmentation_uses_one_set_of_parameters_per_clip(tmp_path):
         distinct.add(frames[real[0]].numpy().tobytes())
         assert not torch.isnan(frames).any()
     assert len(distinct) > 20  # crops, flips and jitters really vary between clips
-    assert centre.numpy().tobytes() in [ref[0]["frames"][t].numpy().tobytes() for t in range(12)]
+    assert centre.numpy().tobytes() in [reference[t].numpy().tobytes() for t in range(12)]
 
 
 def test_items_are_deterministic_per_seed_epoch_and_index(store):
@@ -216,16 +223,16 @@ def test_items_are_deterministic_per_seed_epoch_and_index(store):
     again = ClipDataset(videos, CLASSES, root, 16, 8, **options)
     for i in range(8):
         for item in (ds[i], again[i]):
-            assert torch.equal(item["frames"], first[i]["frames"])
-            assert torch.equal(item["targets"], first[i]["targets"])
+            for key in ("raw", "span", "aug", "targets"):
+                assert torch.equal(item[key], first[i][key])
             assert (item["video"], item["start"], item["lam"]) == (first[i]["video"], first[i]["start"],
                                                                    first[i]["lam"])
     ds.set_epoch(1)
-    assert not all(torch.equal(ds[i]["frames"], first[i]["frames"]) for i in range(8))
+    assert not all(torch.equal(ds.frames(i), item_frames(first[i])) for i in range(8))
     ds.set_epoch(0)
-    assert torch.equal(ds[5]["frames"], first[5]["frames"])
+    assert torch.equal(ds.frames(5), item_frames(first[5]))
     other = ClipDataset(videos, CLASSES, root, 16, 8, **{**options, "seed": 12})
-    assert not all(torch.equal(other[i]["frames"], first[i]["frames"]) for i in range(8))
+    assert not all(torch.equal(other.frames(i), item_frames(first[i])) for i in range(8))
 
 
 def test_dataloader_with_workers_gives_the_same_batches(store):
@@ -237,9 +244,24 @@ def test_dataloader_with_workers_gives_the_same_batches(store):
         batches.append(list(loader))
     assert len(batches[0]) == len(batches[1]) == 3
     for a, b in zip(*batches):
-        assert a["frames"].shape == (4, 16, 3, 24, 24) and a["targets"].shape == (4, 16, 4)
-        assert torch.equal(a["frames"], b["frames"]) and torch.equal(a["targets"], b["targets"])
+        assert a["raw"].shape == (4, 2, 16, SIZE, SIZE, 3) and a["targets"].shape == (4, 16, 4)
+        for key in ("raw", "span", "aug", "targets"):
+            assert torch.equal(a[key], b[key])
         assert a["video"] == b["video"] and torch.equal(a["start"], b["start"]) and torch.equal(a["lam"], b["lam"])
+
+
+def test_batches_travel_as_uint8_and_become_the_items_frames_on_the_device(store):
+    from pespot.data.loader import to_device
+
+    root, videos = store
+    ds = ClipDataset(videos, CLASSES, root, 16, 6, crop=24, augment=True, mixup=True, seed=7)
+    batch = next(iter(DataLoader(ds, batch_size=3, num_workers=0, shuffle=False)))
+    assert batch["raw"].dtype == torch.uint8  # a quarter of float32's bytes to pin and copy
+    frames, targets = to_device(batch, torch.device("cpu"))
+    assert frames.shape == (3, 16, 3, 24, 24) and targets.shape == (3, 16, 4)
+    for b in range(3):
+        assert torch.equal(frames[b], ds.frames(b))  # the device path is the item's own path, bit for bit
+        assert torch.equal(targets[b], ds[b]["targets"])
 
 
 def test_clear_errors(store):

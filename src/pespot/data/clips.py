@@ -17,7 +17,10 @@ Training clips follow E2E-Spot (reference-codebases.md 1.4) with the paper's set
   (p = 0.25), then ImageNet normalisation. Evaluation clips and windows use the centre crop.
 
 Item ``i`` of a ``ClipDataset`` is a pure function of ``(seed, epoch, i)``: the same with any number of DataLoader
-workers, with a ``DistributedSampler`` and after a resume.
+workers, with a ``DistributedSampler`` and after a resume. Clips leave the loader as uint8 frames with their
+augmentation parameters (a quarter of the bytes of float32 to pin and copy); the float work (augmentation,
+normalisation, mixup: ``clip_frames``) runs where the batch lands, the GPU in real training, as E2E-Spot does
+its colour jitter. The random draws stay in the dataset, so an item is still a function of (seed, epoch, i).
 """
 
 from __future__ import annotations
@@ -144,15 +147,6 @@ def _check_crop(crop: int | None, height: int, width: int, where: str) -> None:
                           f"(config key 'data.crop'; set it <= the frame size or null)")
 
 
-def _centre_crop(frames: torch.Tensor, crop: int | None) -> torch.Tensor:
-    """Centre square crop of (T, 3, H, W) (unchanged when ``crop`` is None)."""
-    if crop is None:
-        return frames
-    height, width = frames.shape[-2:]
-    top, left = (height - crop) // 2, (width - crop) // 2
-    return frames[..., top:top + crop, left:left + crop]
-
-
 class _Sources:
     """Open frame sources per video, created lazily in the process that reads (never pickled)."""
 
@@ -191,9 +185,12 @@ class _Sources:
 class ClipDataset(Dataset):
     """``num_clips`` random training clips; item ``i`` is a pure function of ``(seed, epoch, i)``.
 
-    Items: ``dict(frames=float32 (T, 3, H, W), targets=float32 (T, K+1), video=str, start=int, lam=float)``
-    where ``video``/``start`` describe the first clip and ``lam`` is the mixup weight of that clip (1.0 without
-    mixup). See the module docstring for the sampling, padding, targets, mixup and augmentation.
+    Items: ``dict(raw=uint8 (M, T, H, W, 3), span=int64 (M, 2), aug=float64 (M, 12), targets=float32 (T, K+1),
+    video=str, start=int, lam=float)``: M = 2 clips with mixup (else 1), each as uint8 frames with the rows
+    ``span`` = (lo, hi) from the video, its augmentation parameters (``draw_augment``) and the mixed targets;
+    ``video``/``start`` describe the first clip and ``lam`` is its mixup weight (1.0 without mixup).
+    ``clip_frames`` (on the batch's device, ``pespot.data.loader.to_device``) or ``frames(i)`` make the float
+    frames (T, 3, h, w). See the module docstring for the sampling, padding, targets, mixup and augmentation.
     """
 
     def __init__(self, videos: list[Video], classes: list[str], frames_root: str | Path, clip_len: int,
@@ -265,53 +262,79 @@ class ClipDataset(Dataset):
             raise IndexError(f"clip {index} out of range [0, {self.num_clips})")
         rng = np.random.default_rng([self.seed, self.epoch, index])
         vi, start = self.sample_position(rng)
-        frames, targets = self._clip(vi, start, rng)
+        raw, span, aug, targets = self._clip(vi, start, rng)
         lam = 1.0
         if self.mixup:
             # Drawn in this order so the first clip does not depend on whether mixup is on.
             lam = float(rng.beta(self.mixup_alpha, self.mixup_alpha))
             vi2, start2 = self.sample_position(rng)
-            frames2, targets2 = self._clip(vi2, start2, rng)
-            frames = lam * frames + (1.0 - lam) * frames2
+            raw2, span2, aug2, targets2 = self._clip(vi2, start2, rng)
+            raw, span, aug = torch.stack([raw, raw2]), torch.stack([span, span2]), torch.stack([aug, aug2])
             targets = lam * targets + (1.0 - lam) * targets2
-        return {"frames": frames, "targets": targets, "video": self.videos[vi].video, "start": start, "lam": lam}
+        else:
+            raw, span, aug = raw[None], span[None], aug[None]
+        return {"raw": raw, "span": span, "aug": aug, "targets": targets, "video": self.videos[vi].video,
+                "start": start, "lam": lam}
 
-    def _clip(self, vi: int, start: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """One clip: normalised frames (T, 3, h, w) with zero padding, and its targets (T, K+1)."""
+    def frames(self, index: int) -> torch.Tensor:
+        """The float frames (T, 3, h, w) of clip ``index`` (what training sees, made on the CPU)."""
+        return item_frames(self[index])
+
+    def _clip(self, vi: int, start: int, rng: np.random.Generator
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One clip as it travels: uint8 frames (T, H, W, 3), zero outside the video rows ``span`` = (lo, hi),
+        its augmentation parameters (``draw_augment``) and its targets (T, K+1)."""
         video = self.videos[vi]
         raw, lo, hi = self._sources.read(video, start, self.clip_len)  # uint8 (n, H, W, 3), clip rows lo:hi
         height, width = int(raw.shape[1]), int(raw.shape[2])
         _check_crop(self.crop, height, width, f"video '{video.video}'")
-        real = _to_float(raw)  # (n, 3, H, W)
-        real = augment_clip(real, rng, self.crop) if self.augment else _centre_crop(real, self.crop)
-        frames = torch.zeros((self.clip_len, 3, *real.shape[-2:]), dtype=torch.float32)
-        frames[lo:hi] = normalise(real)  # frames outside the video stay 0 after normalisation
+        aug = draw_augment(rng, height, width, self.crop, self.augment)
+        padded = torch.zeros((self.clip_len, height, width, 3), dtype=torch.uint8)
+        padded[lo:hi] = raw
         event_frames, event_columns = self._events[vi]
         targets = _targets(event_frames, event_columns, self.num_outputs, start, self.clip_len, self.dilate_len,
                            video.num_frames)
-        return frames, torch.from_numpy(targets)
+        return padded, torch.tensor([lo, hi], dtype=torch.int64), aug, torch.from_numpy(targets)
 
 
-def augment_clip(frames: torch.Tensor, rng: np.random.Generator, crop: int | None) -> torch.Tensor:
-    """Training augmentation of a clip (T, 3, H, W) in [0, 1], one set of random parameters for all frames.
+# ------------------------------------------------------------------------------------------------------------
+# Augmentation and normalisation, made where the batch lands (the GPU in real training)
+
+# the columns of an augmentation parameter row
+AUG_COLUMNS = ("top", "left", "crop", "flip", "use_brightness", "brightness", "use_contrast", "contrast",
+               "use_saturation", "saturation", "blur", "sigma")
+
+
+def draw_augment(rng: np.random.Generator, height: int, width: int, crop: int | None, augment: bool) -> torch.Tensor:
+    """The random parameters of one clip's augmentation, float64 (12,) in ``AUG_COLUMNS`` order (crop 0 = none).
 
     Random ``crop`` x ``crop`` crop (when set), horizontal flip (p = 0.5), then brightness, contrast and
-    saturation factors in [0.7, 1.2] and a 5x5 Gaussian blur, each with p = 0.25. Every draw is made whether or
-    not it is used, so the stream of random numbers (and the second clip of a mixup) does not depend on them.
+    saturation factors in [0.7, 1.2] and a 5x5 Gaussian blur, each with p = 0.25; without ``augment`` the centre
+    crop and nothing else. Every draw is made whether or not it is used, so the stream of random numbers (and the
+    second clip of a mixup) does not depend on them.
     """
-    height, width = frames.shape[-2:]
+    if not augment:
+        top, left = ((height - crop) // 2, (width - crop) // 2) if crop is not None else (0, 0)
+        return torch.tensor([top, left, crop or 0] + [0.0] * 9, dtype=torch.float64)
     top = int(rng.integers(0, height - crop + 1)) if crop is not None else 0
     left = int(rng.integers(0, width - crop + 1)) if crop is not None else 0
     flip = rng.random() < 0.5
     jitter = [(rng.random() < JITTER_P, float(rng.uniform(*JITTER_RANGE))) for _ in range(3)]
     blur, sigma = rng.random() < JITTER_P, float(rng.uniform(*BLUR_SIGMA))
-    if frames.shape[0] == 0:
-        return frames[..., :crop, :crop] if crop is not None else frames
-    if crop is not None:
+    values = [top, left, crop or 0, flip] + [v for pair in jitter for v in pair] + [blur, sigma]
+    return torch.tensor([float(v) for v in values], dtype=torch.float64)
+
+
+def apply_augment(frames: torch.Tensor, aug: torch.Tensor) -> torch.Tensor:
+    """Augment float frames (T, 3, H, W) in [0, 1] with the parameters of ``draw_augment`` (one set per clip)."""
+    top, left, crop, flip, use_b, brightness, use_c, contrast, use_s, saturation, blur, sigma = aug.tolist()
+    if crop:
+        top, left, crop = int(top), int(left), int(crop)
         frames = frames[..., top:top + crop, left:left + crop]
+    if frames.shape[0] == 0:
+        return frames
     if flip:
         frames = frames.flip(-1)
-    (use_b, brightness), (use_c, contrast), (use_s, saturation) = jitter
     # torchvision's tensor ops work on the whole (T, 3, H, W) batch; contrast uses each frame's own mean grey.
     if use_b:
         frames = TF.adjust_brightness(frames, brightness)
@@ -321,4 +344,25 @@ def augment_clip(frames: torch.Tensor, rng: np.random.Generator, crop: int | Non
         frames = TF.adjust_saturation(frames, saturation)
     if blur:
         frames = TF.gaussian_blur(frames, [BLUR_KERNEL, BLUR_KERNEL], [sigma, sigma])
-    return frames.contiguous()
+    return frames
+
+
+def clip_frames(raw: torch.Tensor, span: torch.Tensor, aug: torch.Tensor, lam: float) -> torch.Tensor:
+    """One item's uint8 clips (M, T, H, W, 3) -> the float frames (T, 3, h, w) the model sees, on raw's device.
+
+    Per clip: the rows ``span`` of the video to float in [0, 1], augmented (``aug``), ImageNet-normalised, the
+    rows outside the video 0; with two clips (mixup) ``lam * x1 + (1 - lam) * x2``.
+    """
+    clips = []
+    for m in range(raw.shape[0]):
+        lo, hi = (int(v) for v in span[m])
+        real = apply_augment(_to_float(raw[m, lo:hi]), aug[m])  # (n, 3, h, w)
+        frames = torch.zeros((raw.shape[1], 3, *real.shape[-2:]), dtype=torch.float32, device=raw.device)
+        frames[lo:hi] = normalise(real)  # frames outside the video stay 0 after normalisation
+        clips.append(frames)
+    return clips[0] if len(clips) == 1 else lam * clips[0] + (1.0 - lam) * clips[1]
+
+
+def item_frames(item: dict[str, Any]) -> torch.Tensor:
+    """``clip_frames`` of one ``ClipDataset`` item."""
+    return clip_frames(item["raw"], item["span"], item["aug"], float(item["lam"]))

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from pespot.config import Config
-from pespot.data.clips import IMAGENET_MEAN, IMAGENET_STD
+from pespot.data.clips import clip_frames
 from pespot.data.labels import Video
 from pespot.errors import PespotError
 from pespot.train.distributed import DistInfo
@@ -131,11 +131,11 @@ def worker_error_message(message: str) -> str:
 
 
 def to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """A collated batch -> float frames (B, T, 3, H, W) and targets (B, T, K+1) on ``device``."""
-    frames = batch["frames"].to(device, non_blocking=True)
+    """A collated batch of ``ClipDataset`` items -> float frames (B, T, 3, H, W) and targets (B, T, K+1) on
+    ``device``: the uint8 clips are copied (4x fewer bytes than float32), then augmented, normalised and mixed
+    there (``clip_frames``), one item at a time."""
+    raw = batch["raw"].to(device, non_blocking=True)  # (B, M, T, H, W, 3) uint8
     targets = batch["targets"].to(device, non_blocking=True).float()
-    if frames.dtype == torch.uint8:  # normalise on the device: 4x less to copy than float32
-        mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=device).view(1, 1, 3, 1, 1)
-        frames = (frames.float() / 255.0 - mean) / std
+    frames = torch.stack([clip_frames(raw[b], batch["span"][b], batch["aug"][b], float(batch["lam"][b]))
+                          for b in range(raw.shape[0])])
     return frames, targets
