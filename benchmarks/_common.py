@@ -59,3 +59,15 @@ def versions() -> dict[str, str]:
     except ImportError:
         pass
     return out
+
+
+def write_results(out: str | Path, result: dict, render: Any, note: str = "") -> None:
+    """``<out>.json`` (the result) and ``<out>.md`` (``render(result)``), each written atomically; says where."""
+    import sys
+
+    from pespot.fsutil import write_json_atomic, write_text_atomic
+
+    out = Path(out)
+    write_json_atomic(out.with_suffix(".json"), result)
+    write_text_atomic(out.with_suffix(".md"), render(result))
+    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}{note}", file=sys.stderr)

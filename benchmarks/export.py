@@ -32,11 +32,10 @@ import torch
 
 from pespot import export, infer
 from pespot.config import load_config
-from pespot.fsutil import write_json_atomic, write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import machine
+from _common import machine, write_results
 
 CLASSES = [f"class{i}" for i in range(17)]
 
@@ -140,10 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    out = Path(args.out)
-    write_json_atomic(out.with_suffix(".json"), result)
-    write_text_atomic(out.with_suffix(".md"), render_markdown(result))
-    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}", file=sys.stderr)
+    write_results(args.out, result, render_markdown)
     return 0
 
 

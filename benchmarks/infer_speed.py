@@ -33,10 +33,9 @@ from pespot import infer
 from pespot.config import load_config
 from pespot.data.clips import window_starts
 from pespot.data.frames import open_frames, resized_size
-from pespot.fsutil import write_json_atomic, write_text_atomic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, versions
+from _common import machine, versions, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -210,10 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_only_fps": round(model_fps, 1),
         "model_only_cpu_ms_per_frame": round(1000 * c_model / args.frames, 2), "inputs": rows,
     }
-    out = Path(args.out)
-    write_json_atomic(out.with_suffix(".json"), result)
-    write_text_atomic(out.with_suffix(".md"), render_markdown(result))
-    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}", file=sys.stderr)
+    write_results(args.out, result, render_markdown)
     return 0
 
 

@@ -53,10 +53,9 @@ from pathlib import Path
 import torch
 
 from pespot.config import Config, load_config
-from pespot.fsutil import write_json_atomic, write_text_atomic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, versions
+from _common import machine, versions, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -531,11 +530,7 @@ def main(argv: list[str] | None = None) -> int:
                   "channels_last": True},
         "sizes": result_sizes, "wall_s": round(time.perf_counter() - started, 1),
     }
-    out = Path(args.out)
-    write_json_atomic(out.with_suffix(".json"), result)
-    write_text_atomic(out.with_suffix(".md"), render_markdown(result))
-    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')} in {result['wall_s']:.0f} s",
-          file=sys.stderr)
+    write_results(args.out, result, render_markdown, note=f" in {result['wall_s']:.0f} s")
     return 0
 
 

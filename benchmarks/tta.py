@@ -28,12 +28,11 @@ import torch
 
 from pespot import infer
 from pespot.data.labels import load_classes, load_split
-from pespot.fsutil import write_json_atomic, write_text_atomic
 from pespot.metrics import compute_map
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import machine
+from _common import machine, write_results
 
 
 def mean_sd(values: list[float]) -> tuple[float, float | None]:
@@ -129,10 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summarise(runs, tolerances),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    out = Path(args.out)
-    write_json_atomic(out.with_suffix(".json"), result)
-    write_text_atomic(out.with_suffix(".md"), render_markdown(result))
-    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}", file=sys.stderr)
+    write_results(args.out, result, render_markdown)
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 INDEX_BITS = 10  # frames 0..1023 can be told apart
 
@@ -191,3 +192,30 @@ def instrumented_loss(cfg, num_classes: int, hook):
 
     loss.forward = instrumented
     return loss
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: tiny models gain nothing from more, and test machines are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+
+class WindowModel(torch.nn.Module):
+    """Stand-in spotter (``from conftest import WindowModel``): logit[b, t, k] = mean of the whole window
+    + 0.3 * mean of frame t + 0.1 * k. The window term makes the score of a frame depend on which window it is
+    seen in; ``calls`` records the input shape of every forward."""
+
+    def __init__(self, clip_len: int, num_outputs: int) -> None:
+        super().__init__()
+        self.clip_len, self.num_outputs = clip_len, num_outputs
+        self.calls: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, 3, H, W) -> (B, T, K+1)
+        self.calls.append(tuple(x.shape))
+        window = x.mean(dim=(1, 2, 3, 4))[:, None, None]  # (B, 1, 1)
+        frame = x.mean(dim=(2, 3, 4))[:, :, None]  # (B, T, 1)
+        return window + 0.3 * frame + 0.1 * torch.arange(self.num_outputs, dtype=x.dtype)[None, None, :]

@@ -30,12 +30,7 @@ HEIGHT = 32
 TOLERANCE = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per test
 
 
 def write_run(run: Path, preset: str = "paper", overrides: tuple[str, ...] = (), seed: int = 0) -> Path:

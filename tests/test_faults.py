@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import frame_pattern, pattern_index, write_tiny_run, write_video
 
 from pespot import infer
@@ -32,13 +31,7 @@ CLASSES = ["hit", "bounce"]
 HEIGHT = 48  # the model's input height: the test videos' own height
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: the tiny model gains nothing from more, and the test machines are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per test
 
 
 # ------------------------------------------------------------------------------------------------------------

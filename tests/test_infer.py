@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_tiny_run
+from conftest import WindowModel, write_tiny_run
 
 from pespot import infer
 from pespot.config import Config
@@ -27,37 +27,11 @@ MEAN = np.array(infer.IMAGENET_MEAN)
 STD = np.array(infer.IMAGENET_STD)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: the tiny models here gain nothing from more, and CI machines are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per test
 
 
 # ------------------------------------------------------------------------------------------------------------
 # helpers
-
-
-class WindowDependentModel(torch.nn.Module):
-    """Stand-in spotter: logit[b, t, k] = mean of the whole window + 0.3 * mean of frame t + 0.1 * k.
-
-    The window term makes the score of a frame depend on which window it is seen in.
-    """
-
-    def __init__(self, clip_len: int, num_outputs: int = 3) -> None:
-        super().__init__()
-        self.clip_len = clip_len
-        self.num_outputs = num_outputs
-        self.calls: list[tuple[int, ...]] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, 3, H, W) -> (B, T, K+1)
-        self.calls.append(tuple(x.shape))
-        window = x.mean(dim=(1, 2, 3, 4))[:, None, None]  # (B, 1, 1)
-        frame = x.mean(dim=(2, 3, 4))[:, :, None]  # (B, T, 1)
-        k = torch.arange(self.num_outputs, dtype=x.dtype)[None, None, :]
-        return window + 0.3 * frame + 0.1 * k
 
 
 def make_predictor(model: torch.nn.Module, classes: list[str], activation: str = "sigmoid",
@@ -198,7 +172,7 @@ def test_window_stride_from_overlap():
 def test_frame_covered_by_two_windows_gets_their_mean():
     clip_len, n = 8, 18  # windows [0, 8), [4, 12), [8, 16), [12, 20) (2 frames of zero padding)
     frames = random_frames(n)
-    model = WindowDependentModel(clip_len)
+    model = WindowModel(clip_len, 3)
     scores = infer.predict_scores(make_predictor(model, ["a", "b"]), array_stream(frames), overlap=0.5,
                                   batch_size=3, progress=False)
     assert scores.shape == (n, 3) and scores.dtype == np.float32
@@ -224,7 +198,7 @@ def test_frame_covered_by_two_windows_gets_their_mean():
 
 def test_scores_do_not_depend_on_batch_size_and_batches_are_capped():
     frames = random_frames(30, seed=1)
-    model = WindowDependentModel(8)
+    model = WindowModel(8, 3)
     pred = make_predictor(model, ["a", "b"])
     one = infer.predict_scores(pred, array_stream(frames), batch_size=1, progress=False)
     model.calls.clear()
@@ -236,7 +210,7 @@ def test_scores_do_not_depend_on_batch_size_and_batches_are_capped():
 
 def test_softmax_for_ce_models_and_centre_crop():
     frames = random_frames(8, height=6, width=10, seed=2)
-    model = WindowDependentModel(8)
+    model = WindowModel(8, 3)
     scores = infer.predict_scores(make_predictor(model, ["a", "b"], activation="softmax", crop=4),
                                   array_stream(frames), overlap=0.0, progress=False)
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)  # a distribution over K+1 per frame

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_tiny_run, write_video
+from conftest import WindowModel, write_tiny_run, write_video
 
 from pespot import infer, stream
 from pespot.config import Config
@@ -35,27 +35,7 @@ CLIP = 8
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: the tiny models gain nothing from more, and the machines are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-class WindowModel(torch.nn.Module):
-    """Stand-in spotter: logit[b, t, k] = mean of the window + 0.3 * mean of frame t + 0.1 * k."""
-
-    def __init__(self, clip_len: int, num_outputs: int = 4) -> None:
-        super().__init__()
-        self.clip_len = clip_len
-        self.num_outputs = num_outputs
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, 3, H, W) -> (B, T, K+1)
-        window = x.mean(dim=(1, 2, 3, 4))[:, None, None]
-        frame = x.mean(dim=(2, 3, 4))[:, :, None]
-        return window + 0.3 * frame + 0.1 * torch.arange(self.num_outputs, dtype=x.dtype)[None, None, :]
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per test
 
 
 def stand_in_predictor(clip_len: int = CLIP, overlap: float = 0.5) -> infer.Predictor:
@@ -64,7 +44,7 @@ def stand_in_predictor(clip_len: int = CLIP, overlap: float = 0.5) -> infer.Pred
     cfg.data.crop = None
     cfg.data.height = 6
     cfg.eval.overlap = overlap
-    return infer.Predictor(model=WindowModel(clip_len).eval(), cfg=cfg, classes=CLASSES,
+    return infer.Predictor(model=WindowModel(clip_len, 4).eval(), cfg=cfg, classes=CLASSES,
                            device=torch.device("cpu"), activation="sigmoid")
 
 

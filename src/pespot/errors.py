@@ -15,3 +15,14 @@ class ConfigError(PespotError):
 
 class DataError(PespotError):
     """A bad label file, frame store or video."""
+
+
+def require_keys(obj: object, keys: tuple[str, ...], where: str) -> dict:
+    """``obj`` when it is a JSON object holding every key of ``keys``; else a DataError naming ``where``."""
+    if not isinstance(obj, dict):
+        wanted = " and ".join(f"'{k}'" for k in keys)
+        raise DataError(f"{where}: expected an object with {wanted}, got {type(obj).__name__}")
+    for key in keys:
+        if key not in obj:
+            raise DataError(f"{where}: missing key '{key}'")
+    return obj

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from pespot.data.labels import Video
-from pespot.errors import DataError, PespotError
+from pespot.errors import DataError, PespotError, require_keys
 
 TOLERANCES = (0, 1, 2, 4)
 
@@ -309,11 +309,7 @@ def _read_label_entries(game: SoccerNetGame, class_index: dict[str, int], framer
     halves, positions, classes, values = [], [], [], []
     for i, ann in enumerate(obj["annotations"]):
         where = f"{where0}: annotation {i}"
-        if not isinstance(ann, dict):
-            raise DataError(f"{where}: expected an object, got {type(ann).__name__}")
-        for key in ("gameTime", "label"):
-            if key not in ann:
-                raise DataError(f"{where}: missing key '{key}'")
+        require_keys(ann, ("gameTime", "label"), where)
         label = ann["label"]
         if label not in class_index:
             continue  # the official evaluator ignores labels outside its dictionary

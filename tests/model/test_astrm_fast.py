@@ -17,13 +17,7 @@ from pespot.model import astrm_fast, build_model
 from pespot.model.astrm import ASTRM, set_reference_implementation, temporal_conv
 from pespot.model.astrm_fast import _ChannelPool, _RefineAndConvolve, _TemporalTaps, dynamic_temporal_conv
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per test
 
 
 @pytest.fixture(params=[None, 1, 700], ids=["one-block", "frame-blocks", "odd-blocks"])

@@ -23,12 +23,7 @@ WIDTHS = [24, 56] + [152] * 4 + [368] * 7  # conv1 output widths of the 13 regne
 GSM_FOLDS = [8, 8, 16] + [40] * 4 + [92] * 6  # ceil((C_in // 4) / 4) * 4 for C_in = 32, 24, 56, 152 x4, 368 x6
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per test
 
 
 def config(preset: str = "paper", *overrides: str):

@@ -17,13 +17,7 @@ from pespot.model import build_model
 from pespot.train.losses import build_loss
 from pespot.train.sam import build_sam, resolve_rho
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per test
 
 
 def first_step_gradients(preset: str, *overrides: str) -> dict[str, torch.Tensor]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pespot.errors import DataError
+from pespot.errors import DataError, require_keys
 from pespot.fsutil import write_json_atomic, write_text_atomic
 
 
@@ -106,11 +106,7 @@ _EVENT_KEYS = ("frame", "label", "comment", "score")
 
 
 def _event_from_json(obj: Any, where: str) -> Event:
-    if not isinstance(obj, dict):
-        raise DataError(f"{where}: expected an object with 'frame' and 'label', got {type(obj).__name__}")
-    for key in ("frame", "label"):
-        if key not in obj:
-            raise DataError(f"{where}: missing key '{key}'")
+    require_keys(obj, ("frame", "label"), where)
     frame = obj["frame"]
     if isinstance(frame, bool) or not isinstance(frame, (int, float)) or int(frame) != frame:
         raise DataError(f"{where}: 'frame' must be an integer, got {frame!r}")

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pespot.data.labels import Event, Video, read_json
-from pespot.errors import DataError
+from pespot.errors import DataError, require_keys
 from pespot.fsutil import write_json_atomic
 
 # SoccerNet's EVENT_DICTIONARY_V2 order (the class.txt of T-DEED in ../shared/data/soccernetv2/).
@@ -135,11 +135,7 @@ def labels_to_videos(obj: Any, game: str, fps: float, classes: list[str] | None 
     events: dict[int, list[Event]] = {1: [], 2: []}
     for i, ann in enumerate(obj["annotations"]):
         w = f"{where}: annotation {i}"
-        if not isinstance(ann, dict):
-            raise DataError(f"{w}: expected an object, got {type(ann).__name__}")
-        for key in ("gameTime", "label"):
-            if key not in ann:
-                raise DataError(f"{w}: missing key '{key}'")
+        require_keys(ann, ("gameTime", "label"), w)
         label = ann["label"]
         if not isinstance(label, str):
             raise DataError(f"{w}: 'label' must be a string, got {label!r}")
