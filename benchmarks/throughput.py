@@ -137,7 +137,8 @@ def build_variant(name: str, size: int, args: argparse.Namespace, device: torch.
 
         return infer_step
 
-    from pespot.train.trainer import step_job, train_step
+    from pespot.train.job import step_job
+    from pespot.train.trainer import train_step
 
     preset, asam, reference = TRAIN_VARIANTS[short]
     cfg = variant_config(preset, args, asam)

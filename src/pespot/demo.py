@@ -53,7 +53,8 @@ def seconds_per_step(cfg: Config, num_classes: int, steps: int = 4) -> float:
     import torch
 
     from pespot.train.distributed import resolve_device
-    from pespot.train.trainer import step_job, train_step
+    from pespot.train.job import step_job
+    from pespot.train.trainer import train_step
 
     device = resolve_device(cfg.train.device)
     job = step_job(cfg, num_classes, device)
