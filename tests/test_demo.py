@@ -21,6 +21,7 @@ def test_frequency_baseline_scores_every_frame_by_class_share():
     assert 0 < res.mAP[0] < 1  # one true frame among five equally scored ones
 
 
+@pytest.mark.slow  # one of the longest of the default suite (make test <= 4 min)
 def test_demo_tiny_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     overrides = ["train.epochs=2", "train.clips_per_epoch=4", "train.batch_size=2", "train.val_clips=2",

@@ -111,6 +111,7 @@ def test_every_temporal_head_and_module_exports(overrides, tmp_path):
     assert export.max_abs_diff(predictor, report.path, "onnx", clip) <= TOLERANCE
 
 
+@pytest.mark.slow  # one of the longest of the default suite (make test <= 4 min)
 def test_onnx_engine_spots_the_events_of_torch_on_a_raw_video(tmp_path, video, capsys):
     run = write_run(tmp_path / "run", "paper")
     assert run_cli(["export", str(run), "--format", "onnx", "--json"], capsys)[0] == 0
