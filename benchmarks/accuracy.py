@@ -594,10 +594,13 @@ def write_markdown(report: dict, path: Path, cfg: Config | None, curves_png: str
     lines += ["", (f"Learning curves (validation mAP@{CURVE_TOLERANCE} after every epoch, first {VAL_VIDEOS} val "
               "videos; thin lines: single seeds, band: mean ± sd):"), "", f"![learning curves]({curves_png})",
               ""]
-    lines += ["## The claims at this scale" if report["suite"] != "paper" else "## The paper's claims at this scale", "",
-              "A gap counts only when it is larger than the sum of the two rows' standard deviations.", "",
-              "| claim | measure | row the claim favours | other row | gap | spread | verdict |",
-              "|---|---|---|---|---:|---:|---|"]
+    lines += ["## The claims at this scale" if report["suite"] != "paper" else "## The paper's claims at this scale", ""]
+    if report["claims"]:
+        lines += ["A gap counts only when it is larger than the sum of the two rows' standard deviations.", "",
+                  "| claim | measure | row the claim favours | other row | gap | spread | verdict |",
+                  "|---|---|---|---|---:|---:|---|"]
+    else:
+        lines.append("No claim compares the rows of this report (each claim needs both of its rows).")
     for c in report["claims"]:
         lines.append(f"| {c['text']} | {MEASURE_NAMES[c['measure']]} | `{c['better']}` {_pm(c['better_mean_sd'])} | "
                      f"`{c['worse']}` {_pm(c['worse_mean_sd'])} | {100 * c['gap']:+.1f} | {100 * c['spread']:.1f} "
