@@ -189,7 +189,6 @@ def test_open_decisions_are_forced_after_max_delay_and_memory_stays_bounded():
 # bounded memory on a long generated stream
 
 
-@pytest.mark.slow  # one of the longest of the default suite (make test <= 4 min)
 def test_memory_is_bounded_on_a_long_generated_stream():
     """3,000 frames of FFmpeg's testsrc2 (lavfi) through the decoder, scorer and finaliser: what is held stays
     at a clip's worth of frames and the traced memory does not grow with the stream."""
