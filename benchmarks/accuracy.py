@@ -592,7 +592,9 @@ def write_markdown(report: dict, path: Path, cfg: Config | None, curves_png: str
             cells = [m[f"map{t}"] for t in TOLERANCES] + [m["rarest"]] + [m[c] for c in pair]
             lines.append(f"| {ref['summary']} | " + " | ".join(_pct(v) for v in cells) + " |")
     lines += ["", (f"Learning curves (validation mAP@{CURVE_TOLERANCE} after every epoch, first {VAL_VIDEOS} val "
-              "videos; thin lines: single seeds, band: mean ± sd):"), "", f"![learning curves]({curves_png})",
+              "videos; thin lines: single seeds, band: mean ± sd). Validation scores as E2E-Spot selects models: "
+              "windows side by side and no NMS, so every frame near an event is a candidate and the curves read "
+              "lower than the test mAP, which uses NMS:"), "", f"![learning curves]({curves_png})",
               ""]
     lines += ["## The claims at this scale" if report["suite"] != "paper" else "## The paper's claims at this scale", ""]
     if report["claims"]:
