@@ -258,7 +258,12 @@ def prefetch(items: Iterator[Any], depth: int) -> Iterator[Any]:
     thread.start()
     try:
         while True:
-            item, err = q.get()
+            try:
+                # A timeout, not a blocking get: a Ctrl-C delivered to the producer thread (blocked in a read)
+                # would never wake a main thread blocked on the queue; returning to Python lets it run.
+                item, err = q.get(timeout=0.1)
+            except queue.Empty:
+                continue
             if item is _END:
                 if err is not None:
                     raise err
