@@ -207,15 +207,17 @@ def one_thread():
 class WindowModel(torch.nn.Module):
     """Stand-in spotter (``from conftest import WindowModel``): logit[b, t, k] = mean of the whole window
     + 0.3 * mean of frame t + 0.1 * k. The window term makes the score of a frame depend on which window it is
-    seen in; ``calls`` records the input shape of every forward."""
+    seen in; with ``record=True``, ``calls`` records the input shape of every forward (off by default: memory
+    tests must not see it grow)."""
 
-    def __init__(self, clip_len: int, num_outputs: int) -> None:
+    def __init__(self, clip_len: int, num_outputs: int, record: bool = False) -> None:
         super().__init__()
-        self.clip_len, self.num_outputs = clip_len, num_outputs
+        self.clip_len, self.num_outputs, self.record = clip_len, num_outputs, record
         self.calls: list[tuple[int, ...]] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, 3, H, W) -> (B, T, K+1)
-        self.calls.append(tuple(x.shape))
+        if self.record:
+            self.calls.append(tuple(x.shape))
         window = x.mean(dim=(1, 2, 3, 4))[:, None, None]  # (B, 1, 1)
         frame = x.mean(dim=(2, 3, 4))[:, :, None]  # (B, T, 1)
         return window + 0.3 * frame + 0.1 * torch.arange(self.num_outputs, dtype=x.dtype)[None, None, :]

@@ -198,7 +198,7 @@ def test_frame_covered_by_two_windows_gets_their_mean():
 
 def test_scores_do_not_depend_on_batch_size_and_batches_are_capped():
     frames = random_frames(30, seed=1)
-    model = WindowModel(8, 3)
+    model = WindowModel(8, 3, record=True)
     pred = make_predictor(model, ["a", "b"])
     one = infer.predict_scores(pred, array_stream(frames), batch_size=1, progress=False)
     model.calls.clear()
@@ -210,7 +210,7 @@ def test_scores_do_not_depend_on_batch_size_and_batches_are_capped():
 
 def test_softmax_for_ce_models_and_centre_crop():
     frames = random_frames(8, height=6, width=10, seed=2)
-    model = WindowModel(8, 3)
+    model = WindowModel(8, 3, record=True)
     scores = infer.predict_scores(make_predictor(model, ["a", "b"], activation="softmax", crop=4),
                                   array_stream(frames), overlap=0.0, progress=False)
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)  # a distribution over K+1 per frame
