@@ -360,9 +360,14 @@ def test_ctrl_c_on_an_idle_pipe_scores_the_frames_received(tiny_run, videos, tmp
     assert first, proc.stderr.read().decode()
     time.sleep(1.0)  # let it take in what was written
     proc.send_signal(signal.SIGINT)
-    # Known defect (issue 13 left open): with stdin kept open, the Ctrl-C sometimes ends the stream only when the
-    # input ends (a full-suite run hung until --timeout); communicate() closes stdin, as the test always did.
-    rest, stderr = proc.communicate(timeout=60)
+    # stdin stays open (the writer is idle, not gone): Ctrl-C alone must end the stream, well before --timeout.
+    try:
+        proc.wait(timeout=45)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("Ctrl-C did not end the stream while stdin stayed open") from None
+    finally:
+        rest, stderr = proc.communicate(timeout=60)
     rest, stderr = rest.decode(), stderr.decode()
     assert proc.returncode == 130, stderr
     assert "interrupted after" in stderr
@@ -373,6 +378,68 @@ def test_ctrl_c_on_an_idle_pipe_scores_the_frames_received(tiny_run, videos, tmp
     safe = decoded - CLIP - 1
     assert_same_events([e for e in events if e["frame"] < safe], [e for e in expected if e["frame"] < safe])
     assert events[-1]["frame"] >= safe - 2, "the received frames near the cut were flushed too"
+
+
+def test_a_stalled_pipe_ends_at_the_timeout_with_a_message_and_keeps_the_events(tiny_run, videos, tmp_path,
+                                                                                 capsys):
+    expected = infer_events(tiny_run, videos["mkv"], tmp_path, capsys)
+    data = videos["mkv"].read_bytes()
+    proc = _stream_subprocess(tiny_run, "--video", "rally", "--timeout", "2", stdin=subprocess.PIPE)
+    proc.stdin.write(data[: int(len(data) * 0.7)])
+    proc.stdin.flush()
+    try:  # the writer stays, silent: --timeout ends the stream (stdin is closed only after it exited)
+        proc.wait(timeout=45)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("--timeout did not end a stream whose stdin stayed open and idle") from None
+    finally:
+        out, err = proc.communicate(timeout=60)
+    errors = [line for line in err.decode().splitlines() if line.startswith("pespot stream: error:")]
+    assert proc.returncode == 1, err.decode()
+    assert len(errors) == 1 and "standard input: no data for 2 s (--timeout): the source stalled after" in errors[0]
+    decoded = int(errors[0].split("stalled after ")[1].split()[0])
+    assert 0 < decoded < 60
+    events = [json.loads(line) for line in out.decode().splitlines()]
+    safe = decoded - CLIP - 1
+    assert_same_events([e for e in events if e["frame"] < safe], [e for e in expected if e["frame"] < safe])
+
+
+def test_pipe_reader_reads_data_and_ends_on_interrupt_timeout_or_eof():
+    read_fd, write_fd = os.pipe()
+    try:
+        reader = stream.PipeReader(read_fd, timeout=30.0, poll=0.05)
+        os.write(write_fd, b"abc")
+        assert reader.read(10) == b"abc" and reader.bytes == 3
+        # Idle, open pipe: interrupt() from another thread ends the read long before the 30 s timeout.
+        timer = threading.Timer(0.2, reader.interrupt)
+        timer.start()
+        assert reader.read(10) == b"" and reader.interrupted and not reader.stalled
+        timer.join()
+        os.write(write_fd, b"more")
+        assert reader.read(10) == b"", "after an interrupt the input stays ended"
+        stalling = stream.PipeReader(read_fd, timeout=0.2, poll=0.05)
+        assert stalling.read(10) == b"more"
+        assert stalling.read(10) == b"" and stalling.stalled and not stalling.interrupted
+    finally:
+        os.close(write_fd)
+    closed = stream.PipeReader(read_fd, timeout=30.0, poll=0.05)
+    assert closed.read(10) == b"" and not closed.stalled and not closed.interrupted  # the writer went: EOF
+    os.close(read_fd)
+
+
+def test_an_empty_or_silent_stdin_is_a_clear_error(tiny_run):
+    empty = _stream_subprocess(tiny_run, stdin=subprocess.DEVNULL)
+    _, err = empty.communicate(timeout=60)
+    assert empty.returncode == 1
+    assert err.decode().strip().splitlines()[-1] == "pespot stream: error: standard input: no data (the input is empty)"
+    silent = _stream_subprocess(tiny_run, "--timeout", "1", stdin=subprocess.PIPE)
+    try:
+        silent.wait(timeout=45)
+    finally:
+        _, err = silent.communicate(timeout=60)
+    assert silent.returncode == 1
+    assert err.decode().strip().splitlines()[-1] == ("pespot stream: error: standard input: no data within 1 s "
+                                                     "(--timeout) while opening")
 
 
 # ------------------------------------------------------------------------------------------------------------

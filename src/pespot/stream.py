@@ -80,6 +80,59 @@ def source_name(source: str) -> str:
     return Path(source).stem or source
 
 
+class PipeReader:
+    """Standard input as a file object for PyAV, read in Python so that a read can be given up.
+
+    FFmpeg's own ``pipe:0`` blocks in ``read(2)`` until data or end of input, and nothing (not Ctrl-C, not a
+    timeout) can end that wait: on an open but idle pipe, Ctrl-C would wait for the writer. Here each read waits
+    in ``select`` at most ``poll`` seconds at a time, so it can stop when ``interrupt()`` is called (from
+    another thread) or when no data came for ``timeout`` seconds. Either ends the input as an end of file;
+    ``stalled`` / ``interrupted`` say which, so the source can report it (an exception raised inside PyAV's read
+    callback would be printed and dropped by PyAV, not raised).
+    """
+
+    def __init__(self, fd: int, timeout: float, poll: float = 0.1) -> None:
+        self.fd = fd
+        self.timeout = timeout
+        self.poll = poll
+        self.stalled = False
+        self.interrupted = False
+        self.bytes = 0
+        try:
+            import select
+
+            select.select([fd], [], [], 0)
+            self._select = select.select
+        except (OSError, ValueError, AttributeError):  # select() does not take pipes on Windows: plain reads
+            self._select = None
+
+    def interrupt(self) -> None:
+        """End the input at the next poll (callable from any thread)."""
+        self.interrupted = True
+
+    def read(self, size: int) -> bytes:
+        if self.stalled or self.interrupted:
+            return b""
+        waited = 0.0
+        while self._select is not None:
+            try:
+                ready, _, _ = self._select([self.fd], [], [], self.poll)
+            except KeyboardInterrupt:  # Ctrl-C in the main thread while opening: PyAV would print and drop it
+                self.interrupted = True
+                return b""
+            if self.interrupted:
+                return b""
+            if ready:
+                break
+            waited += self.poll
+            if waited >= self.timeout:
+                self.stalled = True
+                return b""
+        data = os.read(self.fd, size)
+        self.bytes += len(data)
+        return data
+
+
 class LiveSource:
     """A video source read once, in order: a file, a URL FFmpeg reads (http, rtsp, udp...), or '-' (a container
     on standard input). ``frames()`` yields uint8 (H, W, 3) frames at ``height`` (aspect kept, as
@@ -100,7 +153,9 @@ class LiveSource:
         self.source = source
         self.name = name or source_name(source)
         self.timeout = float(timeout)
-        url = "pipe:0" if source == "-" else source
+        # Standard input is read in Python (PipeReader), so that Ctrl-C and --timeout can end a wait on an idle pipe.
+        self.reader = PipeReader(0, self.timeout) if source == "-" else None
+        url = self.reader if self.reader is not None else source
         self.label = "standard input" if source == "-" else source  # for messages
         if fmt is None and source != "-" and not source.startswith(NETWORK_SCHEMES):
             path = Path(source)
@@ -109,12 +164,19 @@ class LiveSource:
                                 "udp://, or - for standard input)")
             if path.is_dir():
                 raise DataError(f"{source}: is a folder; pespot stream reads one video (a file, URL or -)")
+        timeout = None if self.reader is not None else (self.timeout, self.timeout)
         try:
-            self.container = av.open(url, format=fmt, timeout=(self.timeout, self.timeout),
-                                     metadata_errors="ignore")
+            self.container = av.open(url, format=fmt, timeout=timeout, metadata_errors="ignore")
         except av.ExitError:
             raise DataError(f"{self.label}: no data within {self.timeout:g} s (--timeout) while opening") from None
         except av.FFmpegError as err:
+            if self.reader is not None and self.reader.interrupted:
+                raise KeyboardInterrupt from None  # Ctrl-C while waiting for the header (PipeReader.read)
+            if self.reader is not None and self.reader.stalled:
+                raise DataError(f"{self.label}: no data within {self.timeout:g} s (--timeout) while opening"
+                                ) from None
+            if self.reader is not None and self.reader.bytes == 0:
+                raise DataError(f"{self.label}: no data (the input is empty)") from None
             raise DataError(f"{self.label}: cannot open as a video stream ({av_error_reason(err)})") from None
         except (OSError, ValueError) as err:  # ConnectionRefusedError and friends come through as OSError
             reason = getattr(err, "strerror", None) or str(err)
@@ -141,6 +203,17 @@ class LiveSource:
     def close(self) -> None:
         """Release the container (and its connection); ``frames()`` does it when it ends."""
         self.container.close()
+
+    def interrupt(self) -> None:
+        """Make ``frames()`` end soon, from another thread (Ctrl-C). Standard input stops at once, whatever
+        the writer does; FFmpeg's own network reads cannot be interrupted and end at their next data or at the
+        timeout."""
+        if self.reader is not None:
+            self.reader.interrupt()
+
+    @property
+    def interrupted(self) -> bool:
+        return self.reader is not None and self.reader.interrupted
 
     def frames(self) -> Iterator[np.ndarray]:
         """Decoded frames in order; a ``SourceError`` when the source stalls, drops or ends mid-packet (after the
@@ -185,6 +258,11 @@ class LiveSource:
                     reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
                     raise SourceError(f"{self.label}: the source dropped after {self.decoded} frames ({reason})",
                                       "drop", self.decoded) from None
+            if self.reader is not None and self.reader.stalled:
+                raise SourceError(f"{self.label}: no data for {self.timeout:g} s (--timeout): the source "
+                                  f"stalled after {self.decoded} frames", "stall", self.decoded)
+            if self.interrupted:
+                return  # Ctrl-C: the input was cut on purpose, not truncated
             truncation = _truncation_message(logs) or pending
             if truncation is None and self.declared_frames and self.decoded < self.declared_frames:
                 truncation = f"the header says {self.declared_frames} frames"
@@ -592,6 +670,7 @@ def run_stream(predictor, source: LiveSource, emit: Callable[[dict[str, Any]], N
         report.error, report.error_kind = str(err), err.kind
     except KeyboardInterrupt:
         interrupted = True
+        source.interrupt()  # a decoder waiting on an idle pipe stops now (closing waits for it)
     finally:
         frames.close()
     try:
@@ -605,7 +684,7 @@ def run_stream(predictor, source: LiveSource, emit: Callable[[dict[str, Any]], N
     report.corrupt_frames = source.corrupt_frames
     report.skipped_packets = source.skipped_packets
     report.max_latency_frames = spotter.max_latency
-    report.interrupted = interrupted
+    report.interrupted = interrupted = interrupted or source.interrupted
     if report.corrupt_frames:
         report.warnings.append(f"{report.corrupt_frames} frames were decoded with errors (damaged data)")
     if report.skipped_packets:
