@@ -348,6 +348,18 @@ def test_stream_from_a_pipe_equals_infer(tiny_run, videos, tmp_path, capsys):
     assert_same_events([json.loads(line) for line in stdout.decode().splitlines()], expected)
 
 
+def _exit_with_stdin_open(proc: subprocess.Popen, failure: str) -> tuple[str, str]:
+    """Wait for ``proc`` to end while its stdin stays open (the writer idle, not gone); its (stdout, stderr)."""
+    try:
+        proc.wait(timeout=45)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate(timeout=60)
+        raise AssertionError(f"{failure} while stdin stayed open and idle") from None
+    out, err = proc.communicate(timeout=60)
+    return out.decode(), err.decode()
+
+
 def test_ctrl_c_on_an_idle_pipe_scores_the_frames_received(tiny_run, videos, tmp_path, capsys):
     expected = infer_events(tiny_run, videos["mkv"], tmp_path, capsys)
     data = videos["mkv"].read_bytes()
@@ -360,15 +372,8 @@ def test_ctrl_c_on_an_idle_pipe_scores_the_frames_received(tiny_run, videos, tmp
     assert first, proc.stderr.read().decode()
     time.sleep(1.0)  # let it take in what was written
     proc.send_signal(signal.SIGINT)
-    # stdin stays open (the writer is idle, not gone): Ctrl-C alone must end the stream, well before --timeout.
-    try:
-        proc.wait(timeout=45)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise AssertionError("Ctrl-C did not end the stream while stdin stayed open") from None
-    finally:
-        rest, stderr = proc.communicate(timeout=60)
-    rest, stderr = rest.decode(), stderr.decode()
+    # Ctrl-C alone must end the stream, well before --timeout.
+    rest, stderr = _exit_with_stdin_open(proc, "Ctrl-C did not end the stream")
     assert proc.returncode == 130, stderr
     assert "interrupted after" in stderr
     events = [json.loads(line) for line in (first + rest).splitlines()]
@@ -387,19 +392,13 @@ def test_a_stalled_pipe_ends_at_the_timeout_with_a_message_and_keeps_the_events(
     proc = _stream_subprocess(tiny_run, "--video", "rally", "--timeout", "2", stdin=subprocess.PIPE)
     proc.stdin.write(data[: int(len(data) * 0.7)])
     proc.stdin.flush()
-    try:  # the writer stays, silent: --timeout ends the stream (stdin is closed only after it exited)
-        proc.wait(timeout=45)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise AssertionError("--timeout did not end a stream whose stdin stayed open and idle") from None
-    finally:
-        out, err = proc.communicate(timeout=60)
-    errors = [line for line in err.decode().splitlines() if line.startswith("pespot stream: error:")]
-    assert proc.returncode == 1, err.decode()
+    out, err = _exit_with_stdin_open(proc, "--timeout did not end the stream")
+    errors = [line for line in err.splitlines() if line.startswith("pespot stream: error:")]
+    assert proc.returncode == 1, err
     assert len(errors) == 1 and "standard input: no data for 2 s (--timeout): the source stalled after" in errors[0]
     decoded = int(errors[0].split("stalled after ")[1].split()[0])
     assert 0 < decoded < 60
-    events = [json.loads(line) for line in out.decode().splitlines()]
+    events = [json.loads(line) for line in out.splitlines()]
     safe = decoded - CLIP - 1
     assert_same_events([e for e in events if e["frame"] < safe], [e for e in expected if e["frame"] < safe])
 
@@ -433,12 +432,9 @@ def test_an_empty_or_silent_stdin_is_a_clear_error(tiny_run):
     assert empty.returncode == 1
     assert err.decode().strip().splitlines()[-1] == "pespot stream: error: standard input: no data (the input is empty)"
     silent = _stream_subprocess(tiny_run, "--timeout", "1", stdin=subprocess.PIPE)
-    try:
-        silent.wait(timeout=45)
-    finally:
-        _, err = silent.communicate(timeout=60)
+    _, err = _exit_with_stdin_open(silent, "--timeout did not end the wait for the header")
     assert silent.returncode == 1
-    assert err.decode().strip().splitlines()[-1] == ("pespot stream: error: standard input: no data within 1 s "
+    assert err.strip().splitlines()[-1] == ("pespot stream: error: standard input: no data within 1 s "
                                                      "(--timeout) while opening")
 
 
