@@ -329,9 +329,9 @@ def test_stream_over_http_equals_infer_on_the_file(tiny_run, videos, http_server
     assert_same_events(read_jsonl(out), expected)
 
 
-def _stream_subprocess(run: Path, *args: str, **popen) -> subprocess.Popen:
+def _stream_subprocess(run: Path, *args: str, source: str = "-", **popen) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
-    return subprocess.Popen([sys.executable, "-m", "pespot", "stream", str(run), "-", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "pespot", "stream", str(run), source, *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
 
 
@@ -348,14 +348,15 @@ def test_stream_from_a_pipe_equals_infer(tiny_run, videos, tmp_path, capsys):
     assert_same_events([json.loads(line) for line in stdout.decode().splitlines()], expected)
 
 
-def _exit_with_stdin_open(proc: subprocess.Popen, failure: str) -> tuple[str, str]:
-    """Wait for ``proc`` to end while its stdin stays open (the writer idle, not gone); its (stdout, stderr)."""
+def _wait_for_exit(proc: subprocess.Popen, failure: str, timeout: float = 45) -> tuple[str, str]:
+    """Wait for ``proc`` to end without touching its stdin (a pipe stays open: the writer is idle, not gone);
+    its (stdout, stderr). ``failure`` is the assertion's message when it does not end within ``timeout``."""
     try:
-        proc.wait(timeout=45)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate(timeout=60)
-        raise AssertionError(f"{failure} while stdin stayed open and idle") from None
+        raise AssertionError(failure) from None
     out, err = proc.communicate(timeout=60)
     return out.decode(), err.decode()
 
@@ -373,7 +374,7 @@ def test_ctrl_c_on_an_idle_pipe_scores_the_frames_received(tiny_run, videos, tmp
     time.sleep(1.0)  # let it take in what was written
     proc.send_signal(signal.SIGINT)
     # Ctrl-C alone must end the stream, well before --timeout.
-    rest, stderr = _exit_with_stdin_open(proc, "Ctrl-C did not end the stream")
+    rest, stderr = _wait_for_exit(proc, "Ctrl-C did not end the stream while stdin stayed open and idle")
     assert proc.returncode == 130, stderr
     assert "interrupted after" in stderr
     events = [json.loads(line) for line in (first + rest).splitlines()]
@@ -385,6 +386,20 @@ def test_ctrl_c_on_an_idle_pipe_scores_the_frames_received(tiny_run, videos, tmp
     assert events[-1]["frame"] >= safe - 2, "the received frames near the cut were flushed too"
 
 
+def test_ctrl_c_on_a_stalled_http_source_ends_the_stream(tiny_run, http_server):
+    # The server sends 60 % of the file and then nothing for 30 s; --timeout is 60 s. FFmpeg's network read cannot
+    # be cut short, so the stream lets go of it (prefetch's join_timeout) instead of waiting for either.
+    proc = _stream_subprocess(tiny_run, "--timeout", "60", source=f"{http_server}/stall/rally.mkv",
+                              stdin=subprocess.DEVNULL)
+    first = proc.stdout.readline().decode()
+    assert first, proc.stderr.read().decode()
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = _wait_for_exit(proc, "Ctrl-C did not end a stalled http stream before the server gave up", timeout=25)
+    assert proc.returncode == 130, err
+    assert "interrupted after" in err
+
+
 def test_a_stalled_pipe_ends_at_the_timeout_with_a_message_and_keeps_the_events(tiny_run, videos, tmp_path,
                                                                                  capsys):
     expected = infer_events(tiny_run, videos["mkv"], tmp_path, capsys)
@@ -392,7 +407,7 @@ def test_a_stalled_pipe_ends_at_the_timeout_with_a_message_and_keeps_the_events(
     proc = _stream_subprocess(tiny_run, "--video", "rally", "--timeout", "2", stdin=subprocess.PIPE)
     proc.stdin.write(data[: int(len(data) * 0.7)])
     proc.stdin.flush()
-    out, err = _exit_with_stdin_open(proc, "--timeout did not end the stream")
+    out, err = _wait_for_exit(proc, "--timeout did not end the stream while stdin stayed open and idle")
     errors = [line for line in err.splitlines() if line.startswith("pespot stream: error:")]
     assert proc.returncode == 1, err
     assert len(errors) == 1 and "standard input: no data for 2 s (--timeout): the source stalled after" in errors[0]
@@ -432,7 +447,7 @@ def test_an_empty_or_silent_stdin_is_a_clear_error(tiny_run):
     assert empty.returncode == 1
     assert err.decode().strip().splitlines()[-1] == "pespot stream: error: standard input: no data (the input is empty)"
     silent = _stream_subprocess(tiny_run, "--timeout", "1", stdin=subprocess.PIPE)
-    _, err = _exit_with_stdin_open(silent, "--timeout did not end the wait for the header")
+    _, err = _wait_for_exit(silent, "--timeout did not end the wait for the header on an open, silent stdin")
     assert silent.returncode == 1
     assert err.strip().splitlines()[-1] == ("pespot stream: error: standard input: no data within 1 s "
                                                      "(--timeout) while opening")

@@ -222,12 +222,14 @@ def open_stream(source: Any, height: int | None = None, name: str = "", num_fram
 _END = object()
 
 
-def prefetch(items: Iterator[Any], depth: int) -> Iterator[Any]:
+def prefetch(items: Iterator[Any], depth: int, join_timeout: float = 10.0) -> Iterator[Any]:
     """Yield ``items`` produced by a background thread running up to ``depth`` items ahead.
 
     Decoding (PyAV, PIL) releases the GIL, so the next frames are decoded while the model scores the current
     windows: on a GPU a raw video then costs max(decode, model) instead of their sum. An exception in the
-    producer is raised here; closing this generator early stops the producer.
+    producer is raised here; closing this generator early stops the producer, waiting at most ``join_timeout``
+    seconds for it to finish the item in hand (a read blocked in FFmpeg cannot be cut short; the daemon thread
+    is then left to end on its own).
     """
     q: queue.Queue = queue.Queue(maxsize=max(1, depth))
     stop = threading.Event()
@@ -271,7 +273,7 @@ def prefetch(items: Iterator[Any], depth: int) -> Iterator[Any]:
             yield item
     finally:
         stop.set()
-        thread.join(timeout=10.0)
+        thread.join(timeout=join_timeout)
 
 
 def window_stride(clip_len: int, overlap: float) -> int:

@@ -207,7 +207,7 @@ class LiveSource:
     def interrupt(self) -> None:
         """Make ``frames()`` end soon, from another thread (Ctrl-C). Standard input stops at once, whatever
         the writer does; FFmpeg's own network reads cannot be interrupted and end at their next data or at the
-        timeout."""
+        timeout (``run_stream`` does not wait for them more than a second)."""
         if self.reader is not None:
             self.reader.interrupt()
 
@@ -662,7 +662,9 @@ def run_stream(predictor, source: LiveSource, emit: Callable[[dict[str, Any]], N
     interrupted = False
     # Decoding runs a little ahead in a thread (PyAV releases the GIL), at most one stride of frames; the
     # thread closes the source when it stops.
-    frames = prefetch(source.frames(), depth=prefetch_frames or spotter.scorer.stride)
+    # Stopped early (Ctrl-C, a failing --out), the decoder gets a second to let go: a network read blocked in
+    # FFmpeg would otherwise hold the exit until its --timeout.
+    frames = prefetch(source.frames(), depth=prefetch_frames or spotter.scorer.stride, join_timeout=1.0)
     try:
         for frame in frames:
             send(spotter.push(frame))

@@ -22,8 +22,9 @@ is not applied to a stream. --nms greedy or soft can make a decision wait for a 
 End of stream, Ctrl-C, or a source fault (no data for --timeout seconds, a dropped connection, a stream that
 ends mid-packet) ends the stream where it is: the frames received are scored as if the stream ended there,
 their events are written, and a one-line message says what happened (exit 0 at a clean end, 1 after a fault,
-130 after Ctrl-C). Ctrl-C ends a file or standard input at once, even a pipe that is open but idle; on a network
-URL it waits for the read in progress (at most --timeout). A summary goes to stderr (one JSON object with --json).
+130 after Ctrl-C). Ctrl-C ends the stream at once, even on a pipe that is open but idle or a network source
+that stalls (FFmpeg's blocked network read is left behind after a second). A summary goes to stderr (one JSON
+object with --json).
 """
 
 from __future__ import annotations
