@@ -16,7 +16,7 @@ from conftest import write_tiny_run, write_video
 from pespot import infer
 from pespot.config import load_config
 from pespot.data.labels import Event, Video, load_classes, save_split
-from pespot.errors import ConfigError
+from pespot.errors import ConfigError, PespotError
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["bounce", "hit", "serve"]
@@ -111,18 +111,24 @@ def test_eval_tta_config_key():
 # pespot eval --choose-nms
 
 
-def test_choose_nms_picks_the_smallest_window_that_removes_the_duplicate(tmp_path, capsys):
+def _duplicate_case(folder: Path) -> tuple[str, str]:
     """Video a: truth at 10, predictions 10 (0.9) and a duplicate at 12 (0.8); video b: truth at 20, prediction
-    0.7. Ranked: TP, FP, TP -> AP (1 + 2/3) / 2 = 0.833 at every tolerance < 2 without NMS; an NMS window >= 2
-    (local max or greedy) drops the duplicate: AP 1. Soft-NMS's penalty (d / w)^2 is 1 at d = w = 2, so it needs
-    a wider window. Ties go to the smaller window, then local_max."""
-    from pespot.cli import main
-
+    0.7. Returns the paths of the truth and prediction JSON."""
     truth = [Video("a", 40, 25.0, [Event(10, "hit")]), Video("b", 40, 25.0, [Event(20, "hit")])]
     pred = [Video("a", 40, 25.0, [Event(10, "hit", score=0.9), Event(12, "hit", score=0.8)]),
             Video("b", 40, 25.0, [Event(20, "hit", score=0.7)])]
-    save_split(truth, tmp_path / "val.json")
-    save_split(pred, tmp_path / "pred.json")
+    save_split(truth, folder / "val.json")
+    save_split(pred, folder / "pred.json")
+    return str(folder / "val.json"), str(folder / "pred.json")
+
+
+def test_choose_nms_picks_the_smallest_window_that_removes_the_duplicate(tmp_path, capsys):
+    """_duplicate_case ranked: TP, FP, TP -> AP (1 + 2/3) / 2 = 0.833 at every tolerance < 2 without NMS; an NMS
+    window >= 2 (local max or greedy) drops the duplicate: AP 1. Soft-NMS's penalty (d / w)^2 is 1 at d = w = 2,
+    so it needs a wider window. Ties go to the smaller window, then local_max."""
+    from pespot.cli import main
+
+    _duplicate_case(tmp_path)
     assert main(["eval", "--choose-nms", str(tmp_path / "val.json"), str(tmp_path / "pred.json"), "--tolerances",
                  "0", "1", "--nms-windows", "1", "2", "4", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -136,6 +142,52 @@ def test_choose_nms_picks_the_smallest_window_that_removes_the_duplicate(tmp_pat
     assert main(["eval", "--choose-nms", str(tmp_path / "val.json"), str(tmp_path / "pred.json")]) == 0
     printed = capsys.readouterr().out
     assert "chosen: --nms local_max --nms-window 2" in printed and "<- chosen" in printed
+
+
+def test_an_nms_choice_stored_in_a_run_is_what_infer_uses(tmp_path, capsys):
+    from pespot.cli import main
+
+    val, pred = _duplicate_case(tmp_path)
+    run = write_tiny_run(tmp_path / "run", ["hit"], height=32, clip_len=CLIP)
+    assert infer.load_predictor(run, device="cpu").nms_from is None  # no choice yet: the config's NMS
+    assert main(["eval", "--choose-nms", val, pred, "--tolerances", "0", "1", "--nms-windows", "1", "2",
+                 "--run", str(run)]) == 0
+    assert f"stored in {run / 'nms.json'}" in capsys.readouterr().out
+    stored = json.loads((run / "nms.json").read_text())
+    assert (stored["method"], stored["window"]) == ("local_max", 2) and len(stored["table"]) == 7
+    predictor = infer.load_predictor(run / "checkpoints" / "best.pt", device="cpu")  # a run's checkpoint too
+    assert (predictor.cfg.eval.nms, predictor.cfg.eval.nms_window) == ("local_max", 2)
+    assert predictor.nms_from == str(run / "nms.json")
+    # pespot infer: the run's choice by default, equal to giving it explicitly; --nms still overrides it.
+    video = write_video(tmp_path / "v.mp4", 30, width=40, height=32)
+    outputs = {}
+    for name, extra in (("stored", []), ("explicit", ["--nms", "local_max", "--nms-window", "2"]),
+                        ("none", ["--nms", "none"])):
+        assert main(["infer", str(run), str(video), "--out", str(tmp_path / f"{name}.json"), "--quiet",
+                     *extra]) == 0
+        outputs[name] = json.loads((tmp_path / f"{name}.json").read_text())[0]["events"]
+    assert outputs["stored"] == outputs["explicit"]
+    assert len(outputs["none"]) > len(outputs["stored"])  # without NMS every frame of every class is an event
+    capsys.readouterr()
+
+
+def test_nms_choice_errors_name_the_file_or_option(tmp_path, capsys):
+    from pespot.cli import main
+
+    val, pred = _duplicate_case(tmp_path)
+    run = write_tiny_run(tmp_path / "run", ["hit"], height=32, clip_len=CLIP)
+    assert main(["eval", val, pred, "--run", str(run)]) == 1
+    assert "--run: only with --choose-nms" in capsys.readouterr().err
+    assert main(["eval", "--choose-nms", val, pred, "--run", str(tmp_path)]) == 1
+    assert f"--run {tmp_path}: not a run folder" in capsys.readouterr().err
+    (run / "nms.json").write_text('{"method": "widest", "window": 2}')
+    with pytest.raises(PespotError, match=r"nms\.json: expected a method in local_max"):
+        infer.load_predictor(run, device="cpu")
+    (run / "nms.json").write_text("{")
+    with pytest.raises(PespotError, match=r"nms\.json: not an NMS choice"):
+        infer.load_predictor(run, device="cpu")
+    with pytest.raises(ConfigError, match="eval.nms_windows"):
+        load_config("paper", ["eval.nms_windows=[]"])
 
 
 # ------------------------------------------------------------------------------------------------------------

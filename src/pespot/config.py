@@ -163,6 +163,10 @@ class EvalConfig:
     batch_size: int = 4  # windows per forward pass
     soccernet_metric: str = "tight"  # tight | loose | at1 .. at5
     tta: str = "none"  # test-time augmentation: none | flip (mean of the scores of each clip and its mirror)
+    # At the end of training, choose nms / nms_window on the validation split (every method x nms_windows, best
+    # mean mAP over the tolerances) and store it in the run (nms.json), where infer and stream read it.
+    choose_nms: bool = False
+    nms_windows: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
 
 
 @dataclass
@@ -527,6 +531,9 @@ def _validate_ranges(cfg: Config) -> None:
     if cfg.optim.rho is not None and cfg.optim.rho < 0:
         raise ConfigError(f"config key 'optim.rho': expected >= 0 or null (the method's usual value), "
                           f"got {cfg.optim.rho}")
+    if not cfg.eval.nms_windows or any(not isinstance(w, int) or w < 0 for w in cfg.eval.nms_windows):
+        raise ConfigError(f"config key 'eval.nms_windows': expected a non-empty list of non-negative windows "
+                          f"(frames), got {cfg.eval.nms_windows}")
     if cfg.eval.top_k is not None and cfg.eval.top_k < 1:
         raise ConfigError(f"config key 'eval.top_k': expected a positive number of events or null, got {cfg.eval.top_k}")
     fs_kernel = cfg.model.astrm.fs_kernel

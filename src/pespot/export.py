@@ -348,8 +348,12 @@ def load_onnx_predictor(run_or_model: str | Path, device: str = "auto", classes:
                             f"{len(classes)} (use the class.txt of the dataset the model was trained on)")
         model_classes = list(classes)
     activation = meta.get("activation", "sigmoid")
+    # The run's NMS choice (nms.json) when a run folder was given (its export, checked against its checkpoint).
+    from pespot.postprocess import use_run_nms_choice
+
+    nms_from = use_run_nms_choice(cfg, checkpoint) if checkpoint is not None else None
     return Predictor(model=None, cfg=cfg, classes=model_classes, device=torch.device("cpu"), activation=activation,
-                     source=str(path), engine=engine, tta=getattr(cfg.eval, "tta", "none"))
+                     source=str(path), engine=engine, tta=getattr(cfg.eval, "tta", "none"), nms_from=nms_from)
 
 
 def engine_description(predictor) -> str:

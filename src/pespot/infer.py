@@ -64,6 +64,7 @@ class Predictor:
     # activation included. None: ``model`` (PyTorch).
     engine: Any = None
     tta: str = "none"  # test-time augmentation of every window: none | flip (TTA_CHOICES)
+    nms_from: str | None = None  # the run's nms.json when it set cfg.eval.nms / nms_window (else the config's)
 
     @property
     def clip_len(self) -> int:
@@ -115,9 +116,11 @@ def load_predictor(run_or_ckpt: str | Path, device: str | torch.device = "auto",
 
     ``classes`` optionally renames the classes (e.g. a dataset's ``class.txt``, named ``classes_source`` in
     messages); it must have as many names as the checkpoint. ``tta``: none | flip (default: the run's
-    ``eval.tta``).
+    ``eval.tta``). An NMS chosen on validation and stored in the run (``nms.json``, see
+    ``pespot.postprocess.choose_nms``) replaces the config's ``eval.nms`` / ``nms_window``.
     """
     from pespot.model.spotter import build_model
+    from pespot.postprocess import use_run_nms_choice
 
     path = find_checkpoint(run_or_ckpt)
     ckpt = load_checkpoint(path)
@@ -125,6 +128,7 @@ def load_predictor(run_or_ckpt: str | Path, device: str | torch.device = "auto",
         cfg = from_dict(ckpt["config"])
     except ConfigError as err:
         raise ConfigError(f"{path}: bad config in checkpoint: {err}") from None
+    nms_from = use_run_nms_choice(cfg, path)
     ckpt_classes = [str(c) for c in ckpt["classes"]]
     if classes is not None:
         if len(classes) != len(ckpt_classes):
@@ -150,7 +154,7 @@ def load_predictor(run_or_ckpt: str | Path, device: str | torch.device = "auto",
     if tta not in TTA_CHOICES:
         raise ConfigError(f"--tta '{tta}': expected one of {', '.join(TTA_CHOICES)}")
     return Predictor(model=model, cfg=cfg, classes=ckpt_classes, device=dev, activation=activation,
-                     source=str(path), tta=tta)
+                     source=str(path), tta=tta, nms_from=nms_from)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -552,6 +556,31 @@ class VideoPrediction:
 
     def to_video(self) -> Video:
         return Video(video=self.video, num_frames=self.num_frames, fps=self.fps, events=list(self.events))
+
+
+def events_with_nms(preds: list[VideoPrediction], classes: list[str], threshold: float = 0.0,
+                    top_k: int | None = None) -> Callable[[str, int | None], list[Video]]:
+    """``pespot.postprocess.choose_nms``'s ``predictions`` from per-frame scores: each NMS method and window
+    turns the scores into events exactly as ``pespot infer`` would (threshold, NMS, then top_k)."""
+    def predictions(method: str, window: int | None) -> list[Video]:
+        return [Video(video=p.video, num_frames=p.num_frames, fps=p.fps,
+                      events=scores_to_events(p.scores, classes, threshold=threshold, nms=method,
+                                              nms_window=int(window or 0), top_k=top_k))
+                for p in preds]
+    return predictions
+
+
+def choose_nms_on(predictor: Predictor, videos: list[Video], frames_root: str | Path,
+                  windows: list[int] | tuple[int, ...], tolerances: list[int] | None = None,
+                  progress: bool = False) -> tuple[dict, list[dict]]:
+    """Score ``videos`` (a validation split) once and choose the NMS method and window with the best mean mAP
+    (``pespot.postprocess.choose_nms``), with the predictor's threshold and top_k; returns (best, table)."""
+    from pespot.postprocess import choose_nms
+
+    ev = predictor.cfg.eval
+    preds = predict_videos(predictor, videos, frames_root, nms="none", progress=progress)
+    return choose_nms(videos, predictor.classes, list(tolerances or ev.tolerances),
+                      events_with_nms(preds, predictor.classes, threshold=ev.threshold, top_k=ev.top_k), windows)
 
 
 def write_predictions_json(preds: list[VideoPrediction], path: str | Path) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -285,6 +286,105 @@ def apply_nms(videos: list[Video], method: str, window: int, *, threshold: float
                          extra=copy.deepcopy(v.extra)))
     return out
 
+
+# ------------------------------------------------------------------------------------------------------------
+# choosing the NMS on a validation split, and storing the choice in a run
+
+NMS_CHOICE_FILE = "nms.json"  # in a run folder: the NMS that pespot infer / stream use for it
+DEFAULT_NMS_WINDOWS = (1, 2, 4, 8, 16)
+
+
+def choose_nms(truth: list[Video], classes: list[str] | None, tolerances: list[int],
+               predictions: Callable[[str, int | None], list[Video]],
+               windows: list[int] | tuple[int, ...] = DEFAULT_NMS_WINDOWS) -> tuple[dict, list[dict]]:
+    """Every NMS method (none, local_max, greedy, soft) x window, scored by mAP against ``truth``; returns
+    (best row, all rows). ``predictions(method, window)`` gives the events after that NMS (window None for
+    none): ``nms_candidates`` for predictions made without NMS, ``pespot.infer.events_with_nms`` for scores.
+
+    A row is {method, window, mAP: {tolerance: value}, average_mAP}. The best has the highest mean mAP over
+    ``tolerances``; ties keep the smaller window, then the order none, local_max, greedy, soft.
+    """
+    from pespot.metrics import compute_map
+
+    windows = sorted({int(w) for w in windows})
+    if not windows or any(w < 0 for w in windows):
+        raise PespotError(f"NMS windows: expected non-negative numbers of frames, got {list(windows)}")
+    rows = []
+    for method, window in [("none", None)] + [(m, w) for w in windows for m in ("local_max", "greedy", "soft")]:
+        result = compute_map(truth, predictions(method, window), classes, tolerances)
+        rows.append({"method": method, "window": window, "mAP": {str(t): result.mAP[t] for t in result.tolerances},
+                     "average_mAP": result.average_mAP})
+    best = rows[0]
+    for row in rows[1:]:  # strictly better only: ties keep the smaller window, then the earlier method
+        if row["average_mAP"] > best["average_mAP"]:
+            best = row
+    return best, rows
+
+
+def nms_candidates(pred: list[Video], soft_threshold: float = 0.01) -> Callable[[str, int | None], list[Video]]:
+    """``choose_nms``'s ``predictions`` for events predicted without NMS (every candidate still there): each
+    method applied to them (soft-NMS drops events decayed below ``soft_threshold``, as ``apply_nms``)."""
+    def predictions(method: str, window: int | None) -> list[Video]:
+        if method == "none":
+            return pred
+        return apply_nms(pred, method, int(window or 0), threshold=soft_threshold if method == "soft" else None)
+    return predictions
+
+
+def write_nms_choice(run_dir: str | Path, best: dict, rows: list[dict], chosen_on: str) -> Path:
+    """Store ``best`` (a row of ``choose_nms``) in ``run_dir/nms.json``, with the table it was chosen from and
+    what it was chosen on; written atomically. Returns the file."""
+    from pespot.fsutil import write_json_atomic
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "checkpoints").is_dir():
+        raise PespotError(f"{run_dir}: not a run folder (no checkpoints/): the NMS choice is stored in a run")
+    path = run_dir / NMS_CHOICE_FILE
+    write_json_atomic(path, {"method": best["method"], "window": best["window"],
+                             "average_mAP": best["average_mAP"], "chosen_on": chosen_on, "table": rows})
+    return path
+
+
+def read_nms_choice(run_dir: str | Path) -> dict | None:
+    """The NMS stored in ``run_dir/nms.json`` as {method, window}, or None when there is none; a file that is
+    not a valid choice is an error naming it."""
+    import json
+
+    path = Path(run_dir) / NMS_CHOICE_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        method, window = data["method"], data["window"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise PespotError(f"{path}: not an NMS choice ({err}); make it with `pespot eval --choose-nms ... --run` "
+                          "or delete it") from None
+    if method not in NMS_METHODS or (method != "none" and (not isinstance(window, int) or window < 0)):
+        raise PespotError(f"{path}: expected a method in {', '.join(NMS_METHODS)} and a non-negative integer "
+                          f"window, got method={method!r} window={window!r}")
+    return {"method": method, "window": window}
+
+
+def run_folder_of(run_or_ckpt: str | Path) -> Path | None:
+    """The run folder of a run folder or of a checkpoint inside its ``checkpoints/``; None for a lone file."""
+    path = Path(run_or_ckpt)
+    if path.is_dir():
+        return path
+    if path.parent.name == "checkpoints":
+        return path.parent.parent
+    return None
+
+
+def use_run_nms_choice(cfg, run_or_ckpt: str | Path) -> str | None:
+    """Set ``cfg.eval.nms`` / ``nms_window`` from the run's stored choice, if it has one; returns the file used."""
+    run_dir = run_folder_of(run_or_ckpt)
+    choice = read_nms_choice(run_dir) if run_dir is not None else None
+    if choice is None:
+        return None
+    cfg.eval.nms = choice["method"]
+    if choice["window"] is not None:
+        cfg.eval.nms_window = choice["window"]
+    return str(run_dir / NMS_CHOICE_FILE)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -214,3 +214,25 @@ def test_a_one_epoch_run_selects_by_the_map_it_computed(tiny_data, tmp_path, cap
     assert summary["best_epoch"] == 1 and summary["criterion"] == "map"
     assert "model selection: mean validation mAP" in captured.err and "from epoch 1" in captured.err
     assert "val_map" in read_metrics(run)[0]
+
+
+def test_choose_nms_at_the_end_of_training_is_stored_in_the_run(tiny_data, tmp_path, capsys):
+    from pespot.infer import load_predictor
+
+    run = tmp_path / "run"
+    code = main(["train", "--config", "synthetic", "--json", "--set", f"data.root={tiny_data}", f"out={run}",
+                 "model.clip_len=8", "data.height=32", "data.num_workers=0", "train.batch_size=2",
+                 "train.clips_per_epoch=2", "train.epochs=1", "train.val_clips=2", "train.threads=1",
+                 "eval.choose_nms=true", "eval.nms_windows=[1,4]"])
+    assert code == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    stored = json.loads((run / "nms.json").read_text())
+    assert summary["nms"] == {k: stored[k] for k in ("method", "window", "average_mAP")}
+    assert [(r["method"], r["window"]) for r in stored["table"]] == [
+        ("none", None), ("local_max", 1), ("greedy", 1), ("soft", 1), ("local_max", 4), ("greedy", 4), ("soft", 4)]
+    assert stored["average_mAP"] == max(r["average_mAP"] for r in stored["table"])
+    assert "val.json" in stored["chosen_on"] and "best.pt" in stored["chosen_on"]
+    assert "NMS chosen on the validation split" in captured.err
+    predictor = load_predictor(run, device="cpu")
+    assert predictor.nms_from == str(run / "nms.json") and predictor.cfg.eval.nms == stored["method"]

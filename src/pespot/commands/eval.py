@@ -3,7 +3,7 @@
     pespot eval TRUTH.json PRED.json [--classes class.txt] [--tolerances 0 1 2 4] [--nms W] [--plot DIR] [--json]
     pespot eval --soccernet LABELS_ROOT PRED_ROOT [--metric tight|loose|at1..at5] [--framerate 2] [--json]
     pespot eval --soccernet LABELS_ROOT PRED.json --fps 2 [--nms W]
-    pespot eval --choose-nms VAL.json PRED.json [--nms-windows 1 2 4 8 16] [--tolerances 0 1 2 4] [--json]
+    pespot eval --choose-nms VAL.json PRED.json [--nms-windows 1 2 4 8 16] [--tolerances 0 1 2 4] [--run RUN]
 
 Frame-tolerance mode: classes come from ``--classes``, else a ``class.txt`` next to TRUTH.json, else the truth
 events. Every truth video is evaluated; one without predictions has none, and predictions for a video that is
@@ -15,7 +15,9 @@ NMS choice (``--choose-nms``): on a validation split and its predictions (made w
 so that every candidate is still there), evaluate every NMS method (none, local_max, greedy, soft) with every
 window of ``--nms-windows``, print the table and pick the method and window with the highest mean mAP over the
 tolerances (ties: the smaller window, then that order of methods). Soft-NMS drops events decayed below 0.01, as
-``--nms-method soft`` does.
+``--nms-method soft`` does. With ``--run RUN`` the choice is stored in ``RUN/nms.json``: ``pespot infer`` and
+``pespot stream`` then use it for that run unless --nms / --nms-window say otherwise. Training makes the same
+choice on its validation split at its end when the config says ``eval.choose_nms: true``.
 
 SoccerNet mode: both roots hold ``<league>/<season>/<game>/`` folders (``Labels-v2.json``;
 ``results_spotting.json``). A game without a prediction file counts as a game without predictions (a warning
@@ -55,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "and window with the highest mean mAP over --tolerances; prints the table")
     parser.add_argument("--nms-windows", type=int, nargs="+", default=[1, 2, 4, 8, 16], metavar="W",
                         help="windows (frames) tried by --choose-nms (default 1 2 4 8 16)")
+    parser.add_argument("--run", metavar="RUN", help="with --choose-nms: store the choice in RUN/nms.json, which "
+                        "pespot infer and pespot stream then use for that run")
     parser.add_argument("--plot", metavar="DIR", help="write figures: per-class AP bars and event timelines")
     parser.add_argument("--videos", nargs="+", metavar="ID", help="videos for the timelines (default: the first 3)")
     parser.add_argument("--metric", default="tight", choices=["tight", "loose", "at1", "at2", "at3", "at4", "at5"],
@@ -70,6 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the report."""
+    if args.run is not None and not args.choose_nms:
+        raise PespotError("--run: only with --choose-nms (it stores the chosen NMS in the run)")
     if args.soccernet:
         if args.choose_nms:
             raise PespotError("--choose-nms works on frame-tolerance mAP, not with --soccernet")
@@ -176,26 +182,21 @@ def _run_frames(args: argparse.Namespace) -> int:
 
 def _run_choose_nms(args: argparse.Namespace) -> int:
     """Every NMS method x window on the validation predictions; print the table and the best."""
-    from pespot.metrics import compute_map
-    from pespot.postprocess import apply_nms
+    from pespot.postprocess import choose_nms, nms_candidates, write_nms_choice
 
-    windows = sorted(set(args.nms_windows))
-    if any(w < 0 for w in windows):
+    if any(w < 0 for w in args.nms_windows):
         raise PespotError(f"--nms-windows: expected non-negative numbers of frames, got {args.nms_windows}")
+    if args.run is not None and not (Path(args.run) / "checkpoints").is_dir():
+        raise PespotError(f"--run {args.run}: not a run folder (no checkpoints/)")
     truth, pred, classes = _load_frames_inputs(args)
-    rows = []
-    for method, window in [("none", None)] + [(m, w) for w in windows for m in ("local_max", "greedy", "soft")]:
-        videos = pred if method == "none" else apply_nms(pred, method, window)
-        result = compute_map(truth, videos, classes, args.tolerances)
-        rows.append({"method": method, "window": window, "mAP": {str(t): result.mAP[t] for t in result.tolerances},
-                     "average_mAP": result.average_mAP})
-    best = rows[0]
-    for row in rows[1:]:  # strictly better only: ties keep the smaller window, then the earlier method
-        if row["average_mAP"] > best["average_mAP"]:
-            best = row
+    best, rows = choose_nms(truth, classes, args.tolerances, nms_candidates(pred), args.nms_windows)
+    stored = None
+    if args.run is not None:
+        stored = write_nms_choice(args.run, best, rows, chosen_on=f"{args.truth} (predictions {args.pred})")
     tolerances = [int(t) for t in rows[0]["mAP"]]
     if args.json:
-        print(json.dumps({"tolerances": tolerances, "table": rows, "chosen": best}))
+        print(json.dumps({"tolerances": tolerances, "table": rows, "chosen": best,
+                          "stored": None if stored is None else str(stored)}))
         return 0
     print(f"NMS on {args.pred} against {args.truth} (mAP %, mean over tolerances {' '.join(map(str, tolerances))})")
     header = f"{'method':<10} {'window':>6}  " + "  ".join(f"{'mAP@' + str(t):>7}" for t in tolerances) + "     mean"
@@ -211,6 +212,9 @@ def _run_choose_nms(args: argparse.Namespace) -> int:
     else:
         print(f"chosen: --nms {best['method']} --nms-window {best['window']} (in a run's config: "
               f"eval.nms={best['method']} eval.nms_window={best['window']})")
+    if stored is not None:
+        print(f"stored in {stored}: pespot infer and pespot stream use it for this run (--nms and --nms-window "
+              "still override it)")
     return 0
 
 

@@ -93,10 +93,13 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
                 break  # stopped mid-epoch, with a checkpoint
             end_of_epoch(job, state, validate_map=state.epoch >= first_map_epoch)
         bar.close()
+        nms = None
+        if cfg.eval.choose_nms and state.epoch >= epochs and not stopped and info.is_main:
+            nms = choose_run_nms(job, val_videos)
         return {"out": str(out), "epochs_completed": state.epoch, "steps": state.step, "stopped": stopped,
                 "stop_signal": interrupt.requested if stopped else None, "criterion": cfg.train.criterion,
                 "best_epoch": state.best["epoch"], "best_score": state.best["score"],
-                "last": state.history[-1] if state.history else None}
+                "last": state.history[-1] if state.history else None, "nms": nms}
     finally:
         interrupt.restore()
         if job is not None and job.writer is not None:
@@ -105,6 +108,23 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
             except OSError as err:  # the logs are auxiliary: never hide the error (or result) of training
                 print(f"warning: {out / 'tb'}: TensorBoard logs incomplete ({err.strerror or err})", file=sys.stderr)
         ddp.cleanup(info)
+
+
+def choose_run_nms(job: Job, val_videos: list[Video]) -> dict:
+    """``eval.choose_nms``: the selected checkpoint (the one ``pespot infer`` loads) scores the whole validation
+    split once; every NMS method x ``eval.nms_windows`` is tried and the best is stored in ``out/nms.json``."""
+    from pespot.infer import choose_nms_on, load_predictor
+    from pespot.postprocess import write_nms_choice
+
+    cfg = job.cfg
+    predictor = load_predictor(job.out, device=job.info.device, classes=job.classes)
+    best, rows = choose_nms_on(predictor, val_videos, cfg.frames_dir, cfg.eval.nms_windows)
+    split = Path(cfg.data.root) / f"{cfg.data.val_split}.json"
+    path = write_nms_choice(job.out, best, rows, chosen_on=f"{split} ({len(val_videos)} videos), {predictor.source}")
+    window = "" if best["window"] is None else f", window {best['window']}"
+    job.log(f"NMS chosen on the validation split: {best['method']}{window} (mean mAP {100 * best['average_mAP']:.2f} "
+            f"over tolerances {' '.join(map(str, cfg.eval.tolerances))}); stored in {path}")
+    return {"method": best["method"], "window": best["window"], "average_mAP": best["average_mAP"]}
 
 
 def build(cfg: Config, classes: list[str], train_videos: list[Video], val_videos: list[Video],
