@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
+import statistics
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -71,3 +73,34 @@ def write_results(out: str | Path, result: dict, render: Any, note: str = "") ->
     write_json_atomic(out.with_suffix(".json"), result)
     write_text_atomic(out.with_suffix(".md"), render(result))
     print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}{note}", file=sys.stderr)
+
+
+def mean_sd(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for one value)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def paired_verdict(new: list[float], base: list[float]) -> str:
+    """'gain', 'loss' or 'no gain (within the spread)' of ``new`` over ``base`` (the same runs, e.g. seeds, in
+    both settings); 'no claim (one run, no spread)' for a single run.
+
+    The spread is the larger standard deviation across runs of the two settings; the difference of the means must
+    exceed it to count.
+    """
+    if len(new) != len(base) or not new:
+        raise ValueError("paired_verdict: the same runs in both settings are needed")
+    if len(new) < 2:
+        return "no claim (one run, no spread)"
+    diff = statistics.fmean(new) - statistics.fmean(base)
+    spread = max(statistics.stdev(new), statistics.stdev(base))
+    if diff > spread:
+        return "gain"
+    if diff < -spread:
+        return "loss"
+    return "no gain (within the spread)"
+
+
+def format_pm(value: tuple[float, float | None], scale: float = 100.0) -> str:
+    """'mean ± sd' of a ``mean_sd`` pair, scaled (percent by default)."""
+    mean, sd = value
+    return f"{scale * mean:.2f}" + (f" ± {scale * sd:.2f}" if sd is not None and not math.isnan(sd) else "")

@@ -16,10 +16,8 @@ is no spread and nothing is claimed.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shlex
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,31 +30,9 @@ from pespot.metrics import compute_map
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import machine, write_results
-
-
-def mean_sd(values: list[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (None for one value)."""
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
-
-
-def verdict(with_tta: list[float], without: list[float]) -> str:
-    """'gain', 'loss' or 'no gain (within the spread)'; 'no claim (one run, no spread)' for a single run.
-
-    The spread is the larger standard deviation across runs of the two settings; the difference of the means must
-    exceed it to count.
-    """
-    if len(with_tta) != len(without) or not with_tta:
-        raise ValueError("verdict: the same runs with and without TTA are needed")
-    if len(with_tta) < 2:
-        return "no claim (one run, no spread)"
-    diff = statistics.fmean(with_tta) - statistics.fmean(without)
-    spread = max(statistics.stdev(with_tta), statistics.stdev(without))
-    if diff > spread:
-        return "gain"
-    if diff < -spread:
-        return "loss"
-    return "no gain (within the spread)"
+from _common import format_pm as _pm
+from _common import machine, mean_sd, write_results
+from _common import paired_verdict as verdict
 
 
 def evaluate_run(run: str, videos, classes: list[str], frames: Path, tolerances: list[int], device: str,
@@ -130,11 +106,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_results(args.out, result, render_markdown)
     return 0
-
-
-def _pm(value: tuple[float, float | None], scale: float = 100.0) -> str:
-    mean, sd = value
-    return f"{scale * mean:.2f}" + (f" ± {scale * sd:.2f}" if sd is not None and not math.isnan(sd) else "")
 
 
 def render_markdown(r: dict) -> str:

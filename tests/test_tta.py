@@ -227,3 +227,25 @@ def test_tta_benchmark_on_tiny_untrained_runs(tiny_dataset, tmp_path):
     assert row["difference"][0] == pytest.approx(result["runs"][0]["flip"]["average_mAP"]
                                                  - result["runs"][0]["none"]["average_mAP"])
     assert "| mean over tolerances |" in (tmp_path / "tta.md").read_text()
+
+
+def test_nms_choice_benchmark_on_tiny_untrained_runs(tiny_dataset, tmp_path):
+    spec = importlib.util.spec_from_file_location("nms_choice_bench", ROOT / "benchmarks" / "nms_choice.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    classes = load_classes(tiny_dataset / "class.txt")
+    runs = [str(write_tiny_run(tmp_path / f"run{i}", classes, height=32, clip_len=CLIP)) for i in range(2)]
+    assert bench.main(["--data", str(tiny_dataset), "--runs", *runs, "--max-videos", "1", "--tolerances", "1", "4",
+                       "--windows", "1", "4", "--out", str(tmp_path / "nms")]) == 0
+    result = json.loads((tmp_path / "nms.json").read_text())
+    for run in result["runs"]:
+        assert run["configured"] == {"method": "local_max", "window": 1}  # the default config's
+        table = {(row["method"], row["window"]): row["average_mAP"] for row in run["val_table"]}
+        assert len(table) == 1 + 3 * 2 and run["chosen"]["val_average_mAP"] == max(table.values())
+        # the configured NMS is one of the candidates: on validation the choice cannot be worse than it
+        assert run["chosen"]["val_average_mAP"] >= table[("local_max", 1)]
+    assert not any((Path(r) / "nms.json").exists() for r in runs), "the benchmark leaves the runs unchanged"
+    row = result["summary"]["average"]  # identical runs (write_tiny_run seeds alike): no spread
+    assert row["configured"][1] == 0 and row["chosen"][1] == 0
+    assert "| mean over tolerances |" in (tmp_path / "nms.md").read_text()
