@@ -163,12 +163,22 @@ def test_an_nms_choice_stored_in_a_run_is_what_infer_uses(tmp_path, capsys):
     outputs = {}
     for name, extra in (("stored", []), ("explicit", ["--nms", "local_max", "--nms-window", "2"]),
                         ("none", ["--nms", "none"])):
+        # One window per forward pass, as the stream runs them (a random network amplifies batch roundings).
         assert main(["infer", str(run), str(video), "--out", str(tmp_path / f"{name}.json"), "--quiet",
-                     *extra]) == 0
+                     "--batch-size", "1", *extra]) == 0
         outputs[name] = json.loads((tmp_path / f"{name}.json").read_text())[0]["events"]
     assert outputs["stored"] == outputs["explicit"]
     assert len(outputs["none"]) > len(outputs["stored"])  # without NMS every frame of every class is an event
     capsys.readouterr()
+    assert main(["infer", str(run), str(video), "--out", str(tmp_path / "j.json"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["nms"] == {"method": "local_max", "window": 2,
+                                                          "from": str(run / "nms.json")}
+    # pespot stream too: the same events as infer with the stored choice, and its summary says where it came from.
+    assert main(["stream", str(run), str(video), "--out", str(tmp_path / "s.jsonl"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert summary["nms"] == {"method": "local_max", "window": 2, "from": str(run / "nms.json")}
+    streamed = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert [(e["frame"], e["label"]) for e in streamed] == [(e["frame"], e["label"]) for e in outputs["stored"]]
 
 
 def test_nms_choice_errors_name_the_file_or_option(tmp_path, capsys):

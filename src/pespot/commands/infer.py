@@ -87,6 +87,13 @@ def load_engine(args: argparse.Namespace, classes: list[str] | None):
     return predictor
 
 
+def nms_origin(args: argparse.Namespace, predictor) -> str:
+    """Where the NMS in use comes from: 'options', the run's nms.json, or 'config' (the run's eval.nms)."""
+    if args.nms is not None or args.nms_window is not None:
+        return "options"
+    return predictor.nms_from or "config"
+
+
 @dataclass
 class _Job:
     """One video to run: its id, what it came from (for messages) and how to open its frames."""
@@ -201,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
         "fps": round(total_frames / elapsed, 2) if elapsed > 0 else None,
         "failures": failures,
         "outputs": outputs,
+        "nms": {"method": nms, "window": nms_window, "from": nms_origin(args, predictor)},
     }
     if args.json:
         print(json.dumps(summary))
@@ -210,6 +218,9 @@ def run(args: argparse.Namespace) -> int:
         if failures:
             line += f"; {len(failures)} failed"
         print(line)
+        if predictor.nms_from is not None and summary["nms"]["from"] == predictor.nms_from:
+            print(f"NMS {nms}" + ("" if nms == "none" else f", window {nms_window}") + f": chosen on validation "
+                  f"({predictor.nms_from})")
         if not preds:
             print("no video succeeded: nothing written")
         for kind, path in outputs.items():

@@ -78,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Stream; returns 0 at a clean end, 1 after a source fault, 130 after Ctrl-C."""
     from pespot import stream
-    from pespot.commands.infer import load_engine
+    from pespot.commands.infer import load_engine, nms_origin
     from pespot.data.labels import load_classes
     from pespot.export import engine_description
 
@@ -107,10 +107,14 @@ def run(args: argparse.Namespace) -> int:
     if report.interrupted:
         print(f"pespot stream: interrupted after {report.frames} frames; their {report.events} events were written",
               file=sys.stderr)
+    ev = predictor.cfg.eval
+    nms = {"method": args.nms or ev.nms, "window": ev.nms_window if args.nms_window is None else args.nms_window,
+           "from": nms_origin(args, predictor)}
     if args.json:
         summary = report.to_json()
         summary.update(engine=engine_description(predictor), out=args.out or "stdout",
-                       fps_processed=round(report.frames / report.seconds, 2) if report.seconds > 0 else None)
+                       fps_processed=round(report.frames / report.seconds, 2) if report.seconds > 0 else None,
+                       nms=nms)
         print(json.dumps(summary), file=sys.stderr)
     elif not args.quiet:
         speed = report.frames / report.seconds if report.seconds > 0 else 0.0
@@ -121,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
         if latency is not None:
             line += f" ({latency:.2f} s of stream)"
         print(line, file=sys.stderr)
+        if nms["from"] == predictor.nms_from:
+            print(f"NMS {nms['method']}" + ("" if nms["method"] == "none" else f", window {nms['window']}")
+                  + f": chosen on validation ({predictor.nms_from})", file=sys.stderr)
     if report.interrupted:
         return 130
     return 1 if report.error else 0
