@@ -23,15 +23,18 @@ End of stream, Ctrl-C, or a source fault (no data for --timeout seconds, a dropp
 ends mid-packet) ends the stream where it is: the frames received are scored as if the stream ended there,
 their events are written, and a one-line message says what happened (exit 0 at a clean end, 1 after a fault,
 130 after Ctrl-C). Ctrl-C ends the stream at once, even on a pipe that is open but idle or a network source
-that stalls (FFmpeg's blocked network read is left behind after a second). A summary goes to stderr (one JSON
-object with --json).
+that stalls (FFmpeg's blocked network read is left behind after a second); SIGTERM (docker stop, systemd) does
+the same and exits 143. A summary goes to stderr (one JSON object with --json).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
+from typing import Self
 
 from pespot.errors import ConfigError
 
@@ -76,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Stream; returns 0 at a clean end, 1 after a source fault, 130 after Ctrl-C."""
+    """Stream; returns 0 at a clean end, 1 after a source fault, 130 after Ctrl-C, 143 after SIGTERM."""
     from pespot import stream
     from pespot.commands.infer import load_engine, nms_origin
     from pespot.data.labels import load_classes
@@ -89,15 +92,16 @@ def run(args: argparse.Namespace) -> int:
     # Options are checked (and the spotter built) before the source is opened or the output file created.
     stream.StreamSpotter(predictor, overlap=args.overlap, lookahead=args.lookahead, threshold=args.threshold,
                          nms=args.nms, nms_window=args.nms_window, max_delay=args.max_delay)
-    source = stream.LiveSource(args.source, height=predictor.height, timeout=args.timeout, fmt=args.format,
-                               fps=args.fps, name=args.video)
-    writer = stream.JsonLinesWriter(args.out)
-    try:
-        report = stream.run_stream(predictor, source, writer, overlap=args.overlap, lookahead=args.lookahead,
-                                   threshold=args.threshold, nms=args.nms, nms_window=args.nms_window,
-                                   max_delay=args.max_delay)
-    finally:
-        writer.close()
+    with StopSignals() as stop:
+        source = stream.LiveSource(args.source, height=predictor.height, timeout=args.timeout, fmt=args.format,
+                                   fps=args.fps, name=args.video)
+        writer = stream.JsonLinesWriter(args.out)
+        try:
+            report = stream.run_stream(predictor, source, writer, overlap=args.overlap, lookahead=args.lookahead,
+                                       threshold=args.threshold, nms=args.nms, nms_window=args.nms_window,
+                                       max_delay=args.max_delay)
+        finally:
+            writer.close()
 
     for warning in report.warnings:
         print(f"pespot stream: warning: {warning}", file=sys.stderr)
@@ -105,8 +109,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"pespot stream: error: {report.error}; the {report.events} events of the {report.frames} frames "
               f"before it were written", file=sys.stderr)
     if report.interrupted:
-        print(f"pespot stream: interrupted after {report.frames} frames; their {report.events} events were written",
-              file=sys.stderr)
+        by = "" if stop.received in (None, "SIGINT") else f" by {stop.received}"
+        print(f"pespot stream: interrupted{by} after {report.frames} frames; their {report.events} events were "
+              "written", file=sys.stderr)
     ev = predictor.cfg.eval
     nms = {"method": args.nms or ev.nms, "window": ev.nms_window if args.nms_window is None else args.nms_window,
            "from": nms_origin(args, predictor)}
@@ -129,5 +134,33 @@ def run(args: argparse.Namespace) -> int:
             print(f"NMS {nms['method']}" + ("" if nms["method"] == "none" else f", window {nms['window']}")
                   + f": chosen on validation ({predictor.nms_from})", file=sys.stderr)
     if report.interrupted:
-        return 130
+        return 143 if stop.received == "SIGTERM" else 130
     return 1 if report.error else 0
+
+
+class StopSignals:
+    """Ctrl-C (SIGINT) and SIGTERM (``docker stop``, systemd, a scheduler) end the stream the same way: the frames
+    received are scored and their events written (exit 130 / 143). Installed in the main thread only, and even
+    where the shell started pespot with SIGINT ignored, as training does (``pespot.train.guards.Interrupt``);
+    the previous handlers come back on exit."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self.previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.received = self.received or signal.Signals(signum).name
+        raise KeyboardInterrupt  # run_stream stops reading and flushes; a second one stops the flush too
+
+    def __enter__(self) -> Self:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        self.previous = {}
