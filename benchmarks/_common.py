@@ -104,3 +104,27 @@ def format_pm(value: tuple[float, float | None], scale: float = 100.0) -> str:
     """'mean ± sd' of a ``mean_sd`` pair, scaled (percent by default)."""
     mean, sd = value
     return f"{scale * mean:.2f}" + (f" ± {scale * sd:.2f}" if sd is not None and not math.isnan(sd) else "")
+
+
+def paired_summary(runs: list[dict], tolerances: list[int], base: str, new: str,
+                   labels: tuple[str, str]) -> dict:
+    """Per tolerance and for the mean over tolerances (key 'average'): ``runs[i][base]`` and ``runs[i][new]``
+    (each {mAP: {tolerance: value}, average_mAP}) as mean ± sd under ``labels``, their paired difference and
+    ``paired_verdict``."""
+    rows = {}
+    for key in [str(t) for t in tolerances] + ["average"]:
+        def pick(r: dict, which: str, key: str = key) -> float:
+            return r[which]["average_mAP"] if key == "average" else r[which]["mAP"][key]
+
+        before, after = [pick(r, base) for r in runs], [pick(r, new) for r in runs]
+        rows[key] = {labels[0]: mean_sd(before), labels[1]: mean_sd(after),
+                     "difference": mean_sd([a - b for a, b in zip(after, before)]),
+                     "verdict": paired_verdict(after, before)}
+    return rows
+
+
+def machine_line(m: dict, seconds: float) -> str:
+    """'Machine: CPU, cores, torch threads, GPU, load; seconds' for a report's last line."""
+    return (f"Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, "
+            + (f"GPU {m['gpu']}" if m["gpu"] else "no GPU")
+            + f", 1-minute load average {m['load_average_1min_start']:.2f} at the start; {seconds} s in all")

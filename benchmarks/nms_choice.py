@@ -32,7 +32,7 @@ from pespot.postprocess import DEFAULT_NMS_WINDOWS, choose_nms
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import format_pm, machine, mean_sd, paired_verdict, versions, write_results
+from _common import format_pm, machine, machine_line, paired_summary, versions, write_results
 
 
 def evaluate_run(run: str, data: Path, classes: list[str], frames: Path, windows: list[int], tolerances: list[int],
@@ -68,17 +68,7 @@ def evaluate_run(run: str, data: Path, classes: list[str], frames: Path, windows
 
 def summarise(runs: list[dict], tolerances: list[int]) -> dict:
     """Per tolerance and for the mean: configured vs chosen NMS on test, paired difference and verdict."""
-    rows = {}
-    for key in [str(t) for t in tolerances] + ["average"]:
-        def pick(r: dict, which: str, key=key) -> float:
-            return r[which]["average_mAP"] if key == "average" else r[which]["mAP"][key]
-
-        base = [pick(r, "configured_test") for r in runs]
-        chosen = [pick(r, "chosen_test") for r in runs]
-        rows[key] = {"configured": mean_sd(base), "chosen": mean_sd(chosen),
-                     "difference": mean_sd([a - b for a, b in zip(chosen, base)]),
-                     "verdict": paired_verdict(chosen, base)}
-    return rows
+    return paired_summary(runs, tolerances, "configured_test", "chosen_test", ("configured", "chosen"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,10 +146,7 @@ def render_markdown(r: dict) -> str:
         lines.append(f"| {run['run']} | {_nms_name(run['chosen'])} | {100 * run['chosen']['val_average_mAP']:.2f} "
                      f"| {100 * run['configured_test']['average_mAP']:.2f} / "
                      f"{100 * run['chosen_test']['average_mAP']:.2f} |")
-    lines += ["", (f"Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, "
-                   + (f"GPU {m['gpu']}" if m["gpu"] else "no GPU")
-                   + f", 1-minute load average {m['load_average_1min_start']:.2f} at the start; "
-                   + f"{r['seconds']} s in all; pespot {r['versions']['pespot_commit']}."), ""]
+    lines += ["", f"{machine_line(m, r['seconds'])}; pespot {r['versions']['pespot_commit']}.", ""]
     return "\n".join(lines)
 
 

@@ -31,8 +31,8 @@ from pespot.metrics import compute_map
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from _common import format_pm as _pm
-from _common import machine, mean_sd, write_results
-from _common import paired_verdict as verdict
+from _common import machine, machine_line, paired_summary, write_results
+from _common import paired_verdict as verdict  # noqa: F401 - this benchmark's verdict rule (tests use it)
 
 
 def evaluate_run(run: str, videos, classes: list[str], frames: Path, tolerances: list[int], device: str,
@@ -53,17 +53,7 @@ def evaluate_run(run: str, videos, classes: list[str], frames: Path, tolerances:
 
 def summarise(runs: list[dict], tolerances: list[int]) -> dict:
     """Per tolerance and for the mean over tolerances: mean ± sd without / with TTA, paired difference, verdict."""
-    rows = {}
-    for key in [str(t) for t in tolerances] + ["average"]:
-        def pick(r: dict, tta: str, key=key) -> float:
-            return r[tta]["average_mAP"] if key == "average" else r[tta]["mAP"][key]
-
-        without = [pick(r, "none") for r in runs]
-        with_tta = [pick(r, "flip") for r in runs]
-        diffs = [a - b for a, b in zip(with_tta, without)]
-        rows[key] = {"without": mean_sd(without), "with": mean_sd(with_tta), "difference": mean_sd(diffs),
-                     "verdict": verdict(with_tta, without)}
-    return rows
+    return paired_summary(runs, tolerances, "none", "flip", ("without", "with"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,11 +121,7 @@ def render_markdown(r: dict) -> str:
     for run in r["runs"]:
         lines.append(f"| {run['run']} | {run['checkpoint']} | {100 * run['none']['average_mAP']:.2f} "
                      f"| {100 * run['flip']['average_mAP']:.2f} | {run['none']['seconds']} / {run['flip']['seconds']} |")
-    machine_line = (f"Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, "
-                    + (f"GPU {m['gpu']}" if m["gpu"] else "no GPU")
-                    + f", 1-minute load average {m['load_average_1min_start']:.2f} at the start; "
-                    + f"{r['seconds']} s in all.")
-    lines += ["", machine_line, ""]
+    lines += ["", machine_line(m, r["seconds"]) + ".", ""]
     return "\n".join(lines)
 
 
