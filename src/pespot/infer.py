@@ -571,15 +571,15 @@ def events_with_nms(preds: list[VideoPrediction], classes: list[str], threshold:
 
 
 def choose_nms_on(predictor: Predictor, videos: list[Video], frames_root: str | Path,
-                  windows: list[int] | tuple[int, ...], tolerances: list[int] | None = None,
-                  progress: bool = False) -> tuple[dict, list[dict]]:
+                  windows: list[int] | tuple[int, ...]) -> tuple[dict, list[dict]]:
     """Score ``videos`` (a validation split) once and choose the NMS method and window with the best mean mAP
-    (``pespot.postprocess.choose_nms``), with the predictor's threshold and top_k; returns (best, table)."""
+    over the run's tolerances (``pespot.postprocess.choose_nms``), with its threshold and top_k; returns (best,
+    table)."""
     from pespot.postprocess import choose_nms
 
     ev = predictor.cfg.eval
-    preds = predict_videos(predictor, videos, frames_root, nms="none", progress=progress)
-    return choose_nms(videos, predictor.classes, list(tolerances or ev.tolerances),
+    preds = predict_videos(predictor, videos, frames_root, nms="none")
+    return choose_nms(videos, predictor.classes, list(ev.tolerances),
                       events_with_nms(preds, predictor.classes, threshold=ev.threshold, top_k=ev.top_k), windows)
 
 

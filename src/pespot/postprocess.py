@@ -365,6 +365,11 @@ def read_nms_choice(run_dir: str | Path) -> dict | None:
     return {"method": method, "window": window}
 
 
+def describe_nms(method: str, window: int | None) -> str:
+    """'local_max, window 2' (or 'none'), for messages."""
+    return method if method == "none" or window is None else f"{method}, window {window}"
+
+
 def run_folder_of(run_or_ckpt: str | Path) -> Path | None:
     """The run folder of a run folder or of a checkpoint inside its ``checkpoints/``; None for a lone file."""
     path = Path(run_or_ckpt)

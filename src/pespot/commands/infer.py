@@ -87,11 +87,23 @@ def load_engine(args: argparse.Namespace, classes: list[str] | None):
     return predictor
 
 
-def nms_origin(args: argparse.Namespace, predictor) -> str:
-    """Where the NMS in use comes from: 'options', the run's nms.json, or 'config' (the run's eval.nms)."""
-    if args.nms is not None or args.nms_window is not None:
-        return "options"
-    return predictor.nms_from or "config"
+def nms_in_use(args: argparse.Namespace, predictor) -> dict:
+    """The NMS that --nms / --nms-window and the run ask for: {method, window, from}, where ``from`` is
+    'options', the run's nms.json, or 'config' (the run's eval.nms); shared with ``pespot stream``."""
+    ev = predictor.cfg.eval
+    given = args.nms is not None or args.nms_window is not None
+    return {"method": ev.nms if args.nms is None else args.nms,
+            "window": ev.nms_window if args.nms_window is None else args.nms_window,
+            "from": "options" if given else predictor.nms_from or "config"}
+
+
+def nms_note(nms: dict, predictor) -> str | None:
+    """A line saying the NMS was chosen on validation, when the run's nms.json decided it."""
+    from pespot.postprocess import describe_nms
+
+    if predictor.nms_from is None or nms["from"] != predictor.nms_from:
+        return None
+    return f"NMS {describe_nms(nms['method'], nms['window'])}: chosen on validation ({predictor.nms_from})"
 
 
 @dataclass
@@ -121,12 +133,12 @@ def run(args: argparse.Namespace) -> int:
     top_k = ev.top_k if args.top_k is None else args.top_k
     if top_k is not None and top_k < 1:
         raise ConfigError(f"--top-k: expected a positive number of events per class, got {top_k}")
-    nms = ev.nms if args.nms is None else args.nms
+    used = nms_in_use(args, predictor)
+    nms, nms_window = used["method"], used["window"]
     from pespot.registry import NMS
 
     if nms not in NMS:
         raise ConfigError(f"--nms '{nms}': expected one of {', '.join(NMS.names())}")
-    nms_window = ev.nms_window if args.nms_window is None else args.nms_window
     batch_size = ev.batch_size if args.batch_size is None else args.batch_size
     infer.window_stride(predictor.clip_len, overlap)  # bad option values fail before any video is read
     if batch_size <= 0:
@@ -208,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
         "fps": round(total_frames / elapsed, 2) if elapsed > 0 else None,
         "failures": failures,
         "outputs": outputs,
-        "nms": {"method": nms, "window": nms_window, "from": nms_origin(args, predictor)},
+        "nms": used,
     }
     if args.json:
         print(json.dumps(summary))
@@ -218,9 +230,9 @@ def run(args: argparse.Namespace) -> int:
         if failures:
             line += f"; {len(failures)} failed"
         print(line)
-        if predictor.nms_from is not None and summary["nms"]["from"] == predictor.nms_from:
-            print(f"NMS {nms}" + ("" if nms == "none" else f", window {nms_window}") + f": chosen on validation "
-                  f"({predictor.nms_from})")
+        note = nms_note(used, predictor)
+        if note:
+            print(note)
         if not preds:
             print("no video succeeded: nothing written")
         for kind, path in outputs.items():

@@ -81,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Stream; returns 0 at a clean end, 1 after a source fault, 130 after Ctrl-C, 143 after SIGTERM."""
     from pespot import stream
-    from pespot.commands.infer import load_engine, nms_origin
+    from pespot.commands.infer import load_engine, nms_in_use, nms_note
     from pespot.data.labels import load_classes
     from pespot.export import engine_description
 
@@ -112,9 +112,7 @@ def run(args: argparse.Namespace) -> int:
         by = "" if stop.received in (None, "SIGINT") else f" by {stop.received}"
         print(f"pespot stream: interrupted{by} after {report.frames} frames; their {report.events} events were "
               "written", file=sys.stderr)
-    ev = predictor.cfg.eval
-    nms = {"method": args.nms or ev.nms, "window": ev.nms_window if args.nms_window is None else args.nms_window,
-           "from": nms_origin(args, predictor)}
+    nms = nms_in_use(args, predictor)
     if args.json:
         summary = report.to_json()
         summary.update(engine=engine_description(predictor), out=args.out or "stdout",
@@ -130,9 +128,9 @@ def run(args: argparse.Namespace) -> int:
         if latency is not None:
             line += f" ({latency:.2f} s of stream)"
         print(line, file=sys.stderr)
-        if nms["from"] == predictor.nms_from:
-            print(f"NMS {nms['method']}" + ("" if nms["method"] == "none" else f", window {nms['window']}")
-                  + f": chosen on validation ({predictor.nms_from})", file=sys.stderr)
+        note = nms_note(nms, predictor)
+        if note:
+            print(note, file=sys.stderr)
     if report.interrupted:
         return 143 if stop.received == "SIGTERM" else 130
     return 1 if report.error else 0

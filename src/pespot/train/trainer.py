@@ -114,16 +114,16 @@ def choose_run_nms(job: Job, val_videos: list[Video]) -> dict:
     """``eval.choose_nms``: the selected checkpoint (the one ``pespot infer`` loads) scores the whole validation
     split once; every NMS method x ``eval.nms_windows`` is tried and the best is stored in ``out/nms.json``."""
     from pespot.infer import choose_nms_on, load_predictor
-    from pespot.postprocess import write_nms_choice
+    from pespot.postprocess import describe_nms, write_nms_choice
 
     cfg = job.cfg
     predictor = load_predictor(job.out, device=job.info.device, classes=job.classes)
     best, rows = choose_nms_on(predictor, val_videos, cfg.frames_dir, cfg.eval.nms_windows)
     split = Path(cfg.data.root) / f"{cfg.data.val_split}.json"
     path = write_nms_choice(job.out, best, rows, chosen_on=f"{split} ({len(val_videos)} videos), {predictor.source}")
-    window = "" if best["window"] is None else f", window {best['window']}"
-    job.log(f"NMS chosen on the validation split: {best['method']}{window} (mean mAP {100 * best['average_mAP']:.2f} "
-            f"over tolerances {' '.join(map(str, cfg.eval.tolerances))}); stored in {path}")
+    job.log(f"NMS chosen on the validation split: {describe_nms(best['method'], best['window'])} (mean mAP "
+            f"{100 * best['average_mAP']:.2f} over tolerances {' '.join(map(str, cfg.eval.tolerances))}); stored "
+            f"in {path}")
     return {"method": best["method"], "window": best["window"], "average_mAP": best["average_mAP"]}
 
 
