@@ -32,7 +32,7 @@ from pespot.postprocess import DEFAULT_NMS_WINDOWS, choose_nms
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import format_pm, machine, machine_line, paired_summary, versions, write_results
+from _common import candidates_line, format_pm, machine, machine_line, paired_summary, versions, write_results
 
 
 def evaluate_run(run: str, data: Path, classes: list[str], frames: Path, windows: list[int], tolerances: list[int],
@@ -122,8 +122,6 @@ def _nms_name(nms: dict) -> str:
 def render_markdown(r: dict) -> str:
     s, m = r["setup"], r["machine"]
     configured = collections.Counter(_nms_name(run["configured"]) for run in r["runs"])
-    thresholds = ", ".join(sorted({format(run["threshold"], "g") for run in r["runs"]}))
-    top_ks = ", ".join(sorted({str(run["top_k"]) for run in r["runs"]}))
     lines = [
         "# NMS chosen on validation vs the configured NMS",
         "",
@@ -136,10 +134,7 @@ def render_markdown(r: dict) -> str:
          "scores for both. Mean ± sd over the runs; the difference is paired, run by run, and counts as a gain or "
          "a loss only when it exceeds the larger sd across runs."),
         "",
-        (f"Candidates: every (frame, class) score >= the runs' eval.threshold ({thresholds}) before NMS, top_k "
-         f"{top_ks}. Threshold 0 keeps every local maximum, so "
-         "no score floor decides the ranking; it was checked against E2E-Spot's 0.01 and others on a BCE and a CE "
-         "checkpoint in docs/results/candidates.md."),
+        candidates_line(r["runs"]),
         "",
         "| test mAP, % | configured NMS | chosen on validation | difference | verdict |",
         "|---|---:|---:|---:|---|",

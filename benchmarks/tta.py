@@ -30,8 +30,8 @@ from pespot.metrics import compute_map
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import candidates_line, machine, machine_line, paired_summary, write_results
 from _common import format_pm as _pm
-from _common import machine, machine_line, paired_summary, write_results
 from _common import paired_verdict as verdict  # noqa: F401 - this benchmark's verdict rule (tests use it)
 
 
@@ -39,7 +39,8 @@ def evaluate_run(run: str, videos, classes: list[str], frames: Path, tolerances:
                  batch_size: int | None) -> dict:
     """mAP of one run's checkpoint on ``videos`` without and with flip TTA."""
     predictor = infer.load_predictor(run, device=device, classes=classes, classes_source="class.txt")
-    out = {"run": str(run), "checkpoint": predictor.source}
+    out = {"run": str(run), "checkpoint": predictor.source, "threshold": predictor.cfg.eval.threshold,
+           "top_k": predictor.cfg.eval.top_k}
     for tta in ("none", "flip"):
         started = time.perf_counter()
         preds = infer.predict_videos(predictor, videos, frames, batch_size=batch_size, tta=tta)
@@ -109,6 +110,8 @@ def render_markdown(r: dict) -> str:
          "each checkpoint run without and with `--tta flip` (mean ± sd over the runs; the difference is paired, "
          "run by run). A difference is a gain or a loss only when it exceeds the larger sd across runs; inside it "
          "the row says no gain."),
+        "",
+        candidates_line(r["runs"]),
         "",
         "| tolerance | without TTA | with flip TTA | difference | verdict |",
         "|---|---:|---:|---:|---|",
