@@ -235,10 +235,10 @@ def part_network(clip_len: int = 64) -> dict:
                     a = stage_outputs(model, with_ball[sl], size)
                     b = stage_outputs(model, without[sl], size)
                     c = stage_outputs(model, without[lo + 1:lo + 1 + clip_len], size)
-                    for s in ratios:
+                    for s, values in ratios.items():
                         ball_effect = (a[s] - b[s]).flatten(1).norm(dim=1)
                         change = (c[s] - b[s]).flatten(1).norm(dim=1)
-                        ratios[s].append(float((ball_effect / change.clamp_min(1e-8)).median()))
+                        values.append(float((ball_effect / change.clamp_min(1e-8)).median()))
                 report[f"{init}/{name}/{size}px"] = {s: float(np.mean(v)) for s, v in ratios.items() if v}
     report["batchnorm"] = bn_noise(clip_len)
     return report
@@ -276,6 +276,33 @@ def bn_noise(clip_len: int) -> dict:
 # part: grads
 
 
+class GradRecorder:
+    """Sums the squared gradients of parameter groups during a backward pass; ``close`` ends a step."""
+
+    def __init__(self, groups: dict[str, list[torch.nn.Parameter]]):
+        self.sq = {g: 0.0 for g in groups}
+        self.norms: dict[str, list[float]] = {g: [] for g in groups}
+        for g, params in groups.items():
+            for p in params:
+                p.register_hook(self._hook(g))
+
+    def _hook(self, group: str):
+        def record(grad: torch.Tensor) -> None:
+            self.sq[group] += float(grad.detach().pow(2).sum())
+        return record
+
+    def pre_forward(self, module: torch.nn.Module, inputs: Any) -> None:
+        """A training forward starts a new step: close the previous one's sums."""
+        if module.training:
+            self.close()
+
+    def close(self) -> None:
+        if any(self.sq.values()):
+            for g, v in self.sq.items():
+                self.norms[g].append(math.sqrt(v))
+                self.sq[g] = 0.0
+
+
 def part_grads(steps: int, data: dict[str, Path], work: Path) -> dict:
     """Gradient norm per stage over the first ``steps`` steps of the recipe on each world's dataset."""
     from pespot.config import load_config
@@ -291,32 +318,12 @@ def part_grads(steps: int, data: dict[str, Path], work: Path) -> dict:
         classes = load_classes(root / "class.txt")
         torch.manual_seed(0)
         model = build_model(cfg, len(classes), load_weights=False)
-        groups = stage_groups(model)
-        norms: dict[str, list[float]] = {g: [] for g in groups}
-        sq: dict[str, float] = {g: 0.0 for g in groups}
-
-        def hook(grad: torch.Tensor, g: str) -> None:
-            sq[g] += float(grad.pow(2).sum())
-
-        for g, params in groups.items():
-            for p in params:
-                p.register_hook(lambda grad, g=g: hook(grad, g))
-        counted = {"n": 0}
-
-        def flush(module: Any, inputs: Any) -> None:  # before each forward: close the previous step's sums
-            if counted["n"] and module.training:
-                for g in groups:
-                    norms[g].append(math.sqrt(sq[g]))
-                    sq[g] = 0.0
-            counted["n"] += 1 if module.training else 0
-
-        model.register_forward_pre_hook(flush)
+        recorder = GradRecorder(stage_groups(model))
+        model.register_forward_pre_hook(recorder.pre_forward)
         train(cfg, progress=False, model=model, stop_after_steps=steps)
-        for g in groups:
-            if sq[g]:
-                norms[g].append(math.sqrt(sq[g]))
+        recorder.close()
         report[name] = {g: {"first5": float(np.mean(v[:5])), "last5": float(np.mean(v[-5:])), "steps": len(v)}
-                        for g, v in norms.items() if v}
+                        for g, v in recorder.norms.items() if v}
     return report
 
 
@@ -339,45 +346,68 @@ def stage_groups(model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
 
 
 def part_probe(runs: dict[str, Path], clip_len: int = 64) -> dict:
-    """Ridge regression from features to the ball's position (columns, rows / frame size); R^2 on val videos."""
-    report: dict[str, Any] = {}
-    models = {"untrained (live)": (None, None)}
-    models.update({n: (p, None) for n, p in runs.items()})
-    for label, (run, _) in models.items():
-        ckpt = None
-        if run is not None:
-            from pespot.infer import find_checkpoint
+    """Linear probes on a model's features (the pooled feature, stage s3's map), fitted on 8 train videos and
+    scored on 4 validation videos of each world: the ball's position (ridge regression, R^2) and whether a frame
+    is within one frame of an event (ridge score, ROC AUC). For an untrained model and each run's checkpoint."""
+    from pespot.infer import find_checkpoint
 
-            ckpt = find_checkpoint(run)
-        model = build("live", clip_len, ckpt)
+    report: dict[str, Any] = {}
+    models: dict[str, Path | None] = {"untrained (live)": None, **runs}
+    for label, run in models.items():
+        model = build("live", clip_len, find_checkpoint(run) if run is not None else None)
         for name, world in WORLDS.items():
             feats: dict[str, dict[str, list]] = {"train": {}, "val": {}}
             for split, count in (("train", 8), ("val", 4)):
                 for spec in world.plan_dataset("small", 0)[split][:count]:
                     with_ball, _, pixels = render_pair(world, spec)
+                    near_event = np.zeros(spec.num_frames)
+                    for e in world.simulate_video(spec, "small", render=False).to_video().events:
+                        near_event[max(0, e.frame - 1):e.frame + 2] = 1
                     for lo in range(0, spec.num_frames - clip_len + 1, clip_len):
                         outs = stage_outputs(model, with_ball[lo:lo + clip_len], 64)
-                        target = pixels[lo:lo + clip_len] / 64
-                        ok = ~np.isnan(target[:, 0])
                         for key in ("pooled", "s3"):
-                            f = outs[key].flatten(1).numpy()[ok]
-                            feats[split].setdefault(key, []).append((f, target[ok]))
-            report[f"{label} / {name}"] = {key: ridge_r2(feats["train"][key], feats["val"][key])
-                                           for key in ("pooled", "s3")}
+                            f = outs[key].flatten(1).numpy()
+                            feats[split].setdefault(key, []).append(
+                                (f, pixels[lo:lo + clip_len] / 64, near_event[lo:lo + clip_len]))
+            report[f"{label} / {name}"] = {
+                key: {"ball_r2": ridge_r2(feats["train"][key], feats["val"][key]),
+                      "event_auc": event_auc(feats["train"][key], feats["val"][key])} for key in ("pooled", "s3")}
     return report
 
 
-def ridge_r2(train: list, val: list, alpha: float = 1.0) -> float:
-    """R^2 (mean over the two coordinates) on ``val`` of a ridge regression fitted on ``train`` (standardised)."""
-    x, y = np.concatenate([f for f, _ in train]), np.concatenate([t for _, t in train])
-    xv, yv = np.concatenate([f for f, _ in val]), np.concatenate([t for _, t in val])
+def _fit_ridge(x: np.ndarray, y: np.ndarray, xv: np.ndarray, alpha: float) -> np.ndarray:
+    """Standardise with the training features, fit ridge regression, predict ``xv``."""
     mu, sd = x.mean(0), x.std(0) + 1e-6
     x, xv = (x - mu) / sd, (xv - mu) / sd
     ym = y.mean(0)
     w = np.linalg.solve(x.T @ x + alpha * len(x) * np.eye(x.shape[1]), x.T @ (y - ym))
-    pred = xv @ w + ym
+    return xv @ w + ym
+
+
+def ridge_r2(train: list, val: list, alpha: float = 1.0) -> float:
+    """R^2 (mean over the two coordinates) on ``val`` of a ridge regression from features to the ball's position,
+    on the frames where the ball is in view."""
+    def stack(items: list) -> tuple[np.ndarray, np.ndarray]:
+        f, t = np.concatenate([i[0] for i in items]), np.concatenate([i[1] for i in items])
+        ok = ~np.isnan(t[:, 0]) & (t >= 0).all(1) & (t < 1).all(1)
+        return f[ok], t[ok]
+
+    (x, y), (xv, yv) = stack(train), stack(val)
+    pred = _fit_ridge(x, y, xv, alpha)
     r2 = 1 - ((pred - yv) ** 2).sum(0) / ((yv - yv.mean(0)) ** 2).sum(0)
     return float(r2.mean())
+
+
+def event_auc(train: list, val: list, alpha: float = 1.0) -> float:
+    """ROC AUC on ``val`` of a ridge score from features to "within one frame of an event"."""
+    x, y = np.concatenate([i[0] for i in train]), np.concatenate([i[2] for i in train])
+    xv, yv = np.concatenate([i[0] for i in val]), np.concatenate([i[2] for i in val])
+    score = _fit_ridge(x, y[:, None], xv, alpha)[:, 0]
+    order = np.argsort(score)
+    ranks = np.empty(len(score))
+    ranks[order] = np.arange(1, len(score) + 1)
+    pos = yv > 0
+    return float((ranks[pos].sum() - pos.sum() * (pos.sum() + 1) / 2) / (pos.sum() * (~pos).sum()))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -389,17 +419,17 @@ def markdown(report: dict) -> str:
              f"Made by `{report['command']}` ({report['date']}, {report['machine']['cpu']}).", ""]
     if "cue" in report:
         lines += ["## The ball through the data pipeline", "",
-                  "Contrast = the largest luma difference (0-255) within 2 px of the ball's centre between the "
-                  "frame and the same frame rendered without the ball (10th percentile / median / 90th).", "",
+                  ("Contrast = the largest luma difference (0-255) within 2 px of the ball's centre between the "
+                  "frame and the same frame rendered without the ball (10th percentile / median / 90th)."), "",
                   "| world | frames | rendered | JPEG store | mp4 store |", "|---|---:|---|---|---|"]
         for name, r in report["cue"].items():
             q = [" / ".join(f"{r[k].get(p, float('nan')):.0f}" for p in ("p10", "median", "p90"))
                  for k in ("contrast_rendered", "contrast_jpg", "contrast_mp4")]
             lines.append(f"| {name} | {r['frames_with_ball']} | {q[0]} | {q[1]} | {q[2]} |")
-        lines += ["", "Share of the ball's contrast kept by each augmentation, drawn as in training (the op "
+        lines += ["", ("Share of the ball's contrast kept by each augmentation, drawn as in training (the op "
                       "applied with its drawn strength; `all augmentations` with the training probabilities, "
                       "0.25 each); mixup: the weight of the weaker of the two clips in a mix, Beta(0.1, 0.1) (the ball and the "
-                      "targets of that clip are both scaled by it):", "",
+                      "targets of that clip are both scaled by it):"), "",
                   "| world | op | mean kept | kept < 1/2 | kept < 1/4 |", "|---|---|---:|---:|---:|"]
         for name, r in report["cue"].items():
             for op, k in r["kept"].items():
@@ -408,9 +438,9 @@ def markdown(report: dict) -> str:
         lines.append("")
     if "network" in report:
         lines += ["## The ball through the untrained backbone", "",
-                  "||f(frame) - f(frame without the ball)|| / ||f(frame) - f(next frame without the ball)|| per "
+                  ("||f(frame) - f(frame without the ball)|| / ||f(frame) - f(next frame without the ball)|| per "
                   "stage (median over 64 frames, mean over 3 clips): the ball's effect against what changes "
-                  "anyway between frames. 1 = the ball moves the features as much as a frame step does.", "",
+                  "anyway between frames. 1 = the ball moves the features as much as a frame step does."), "",
                   "| init / world / input | " + " | ".join((*STAGES, "pooled")) + " |",
                   "|---|" + "---:|" * (len(STAGES) + 1)]
         for key, r in report["network"].items():
@@ -419,9 +449,9 @@ def markdown(report: dict) -> str:
             lines.append(f"| {key} | " + " | ".join(f"{r.get(s, float('nan')):.3f}" for s in (*STAGES, "pooled"))
                          + " |")
         bn = report["network"]["batchnorm"]
-        lines += ["", f"BatchNorm (first stage, court-top): the spread of batch means is "
+        lines += ["", (f"BatchNorm (first stage, court-top): the spread of batch means is "
                       f"{bn['batch2_spread_over_frame_spread']:.2f} of the spread of single frames at batch 2 "
-                      f"x clip {bn['clip_len']}, {bn['batch8_spread_over_frame_spread']:.2f} at batch 8.", ""]
+                      f"x clip {bn['clip_len']}, {bn['batch8_spread_over_frame_spread']:.2f} at batch 8."), ""]
     if "grads" in report:
         lines += ["## Gradient norm per stage over the first steps (the recipe)", "",
                   "| stage | " + " | ".join(f"{w} steps 1-5 | {w} last 5" for w in report["grads"]) + " |",
@@ -435,10 +465,14 @@ def markdown(report: dict) -> str:
             lines.append(f"| {g} | " + " | ".join(cells) + " |")
         lines.append("")
     if "probe" in report:
-        lines += ["## Do the features hold the ball? (linear probe, R^2 on validation videos)", "",
-                  "| model / world | pooled feature (368) | stage s3 map |", "|---|---:|---:|"]
+        lines += ["## Do the features hold the ball and the events? (linear probes on validation videos)", "",
+                  ("Ridge regression on 8 training videos, scored on 4 validation videos: R^2 of the ball's "
+                  "position (frames with the ball in view), ROC AUC of \"within one frame of an event\"."), "",
+                  ("| model / world | ball R^2, pooled (368) | ball R^2, s3 map | event AUC, pooled | "
+                  "event AUC, s3 map |"), "|---|---:|---:|---:|---:|"]
         for key, r in report["probe"].items():
-            lines.append(f"| {key} | {r['pooled']:.3f} | {r['s3']:.3f} |")
+            lines.append(f"| {key} | {r['pooled']['ball_r2']:.3f} | {r['s3']['ball_r2']:.3f} | "
+                         f"{r['pooled']['event_auc']:.3f} | {r['s3']['event_auc']:.3f} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -472,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     if "grads" in args.parts:
         work = Path(args.work)
         data = dict(item.split("=", 1) for item in args.data)
-        for name, world in WORLDS.items():
+        for name in WORLDS:
             if name not in data:
                 from pespot.data.synthetic import generate
 
