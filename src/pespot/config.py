@@ -59,6 +59,9 @@ class ModelConfig:
     # Random initialisation (both only matter for what pretrained weights do not replace):
     residual_init: str = "live"  # live: BN after each bottleneck's conv3 starts at gamma 1 | zero: timm's zero_init_last
     prior_bias: bool = True  # classifier bias at the class prior of the training frames (log-odds / log prior)
+    # what the backbone sees: rgb (the paper) | gray_diff (a grey frame and its two temporal differences, three
+    # channels, no parameters; pespot.model.inputs)
+    input: str = "rgb"
 
 
 @dataclass
@@ -447,6 +450,7 @@ _CHOICES = {
     "model.backbone": ("regnety_002", "regnety_008"),
     "model.softic_feature": ("temporal", "backbone"),
     "model.residual_init": ("live", "zero"),
+    "model.input": ("rgb", "gray_diff"),
     "model.astrm.gt_activation": ("sigmoid", "softmax"),
     "loss.contrastive": ("softic", "ic", "none"),
     "loss.omega_mode": ("divide", "multiply", "none"),
