@@ -50,6 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 WORLDS = {"rally-side": rally_side, "court-top": court_top}
 VIDEOS_PER_WORLD = 6  # train videos rendered per world for the cue and network parts
 STAGES = ("stem", "s1", "s2", "s3", "s4")
+STAGE_COLUMNS = ("stem", "s1", "s2", "s3", "s4", "s2 temporal", "s4 temporal", "temporal head", "classifier",
+                 "classifier bias")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -276,54 +278,49 @@ def bn_noise(clip_len: int) -> dict:
 # part: grads
 
 
-class GradRecorder:
-    """Sums the squared gradients of parameter groups during a backward pass; ``close`` ends a step."""
-
-    def __init__(self, groups: dict[str, list[torch.nn.Parameter]]):
-        self.sq = {g: 0.0 for g in groups}
-        self.norms: dict[str, list[float]] = {g: [] for g in groups}
-        for g, params in groups.items():
-            for p in params:
-                p.register_hook(self._hook(g))
-
-    def _hook(self, group: str):
-        def record(grad: torch.Tensor) -> None:
-            self.sq[group] += float(grad.detach().pow(2).sum())
-        return record
-
-    def pre_forward(self, module: torch.nn.Module, inputs: Any) -> None:
-        """A training forward starts a new step: close the previous one's sums."""
-        if module.training:
-            self.close()
-
-    def close(self) -> None:
-        if any(self.sq.values()):
-            for g, v in self.sq.items():
-                self.norms[g].append(math.sqrt(v))
-                self.sq[g] = 0.0
+GRAD_SETTINGS = {  # the recipe's keys, and what the exploration tried on top of them
+    "recipe": [],
+    "gray_diff input": ["model.input=gray_diff"],
+    "dilate 2 + fg clips 1.0": ["data.dilate_len=2", "data.fg_upsample=1.0"],
+}
 
 
-def part_grads(steps: int, data: dict[str, Path], work: Path) -> dict:
-    """Gradient norm per stage over the first ``steps`` steps of the recipe on each world's dataset."""
+def part_grads(batches: int, data: dict[str, Path], work: Path) -> dict:
+    """Per stage, at initialisation: the gradient's norm, and its coherence over ``batches`` training batches,
+    ||sum_i g_i|| / sum_i ||g_i|| (1: every batch pushes the same way; 1/sqrt(batches) for pure noise). A small
+    cue that moves few pixels should give a gradient that is mostly noise from everything else in the frames."""
     from pespot.config import load_config
+    from pespot.data import loader as data_io
     from pespot.data.labels import load_classes
-    from pespot.model.spotter import build_model
-    from pespot.train.trainer import train
+    from pespot.train.checks import load_splits
+    from pespot.train.distributed import DistInfo
+    from pespot.train.trainer import build as build_job
 
     report: dict[str, Any] = {}
     for name, root in data.items():
-        cfg = load_config("synthetic", [f"data.root={root}", f"out={work / name}", "train.threads=1",
-                                        "data.num_workers=0", "train.epochs=1", f"train.clips_per_epoch={2 * steps}",
-                                        "train.val_clips=0", "train.seed=0", "train.criterion=loss"])
-        classes = load_classes(root / "class.txt")
-        torch.manual_seed(0)
-        model = build_model(cfg, len(classes), load_weights=False)
-        recorder = GradRecorder(stage_groups(model))
-        model.register_forward_pre_hook(recorder.pre_forward)
-        train(cfg, progress=False, model=model, stop_after_steps=steps)
-        recorder.close()
-        report[name] = {g: {"first5": float(np.mean(v[:5])), "last5": float(np.mean(v[-5:])), "steps": len(v)}
-                        for g, v in recorder.norms.items() if v}
+        for setting, keys in GRAD_SETTINGS.items():
+            cfg = load_config("synthetic", [f"data.root={root}", f"out={work / name}", "train.threads=1",
+                                            "data.num_workers=0", f"train.clips_per_epoch={2 * batches}",
+                                            "train.val_clips=0", "train.seed=0", *keys])
+            classes = load_classes(root / "class.txt")
+            train_videos, val_videos = load_splits(cfg, classes)
+            job = build_job(cfg, classes, train_videos, val_videos, [], work / name, DistInfo())
+            job.model.train()
+            groups = stage_groups(job.model)
+            grads: dict[str, list[torch.Tensor]] = {g: [] for g in groups}
+            job.sampler.set_epoch(0)
+            for batch in data_io.batches(job.loader):
+                frames, targets = data_io.to_device(batch, torch.device("cpu"))
+                logits, proj = job.net(frames, return_projection=True)
+                total, _ = job.loss_fn(logits, targets, proj, 0.0)
+                total.backward()
+                for g, params in groups.items():
+                    grads[g].append(torch.cat([p.grad.flatten() for p in params if p.grad is not None]).clone())
+                job.model.zero_grad(set_to_none=True)
+            report[f"{name} / {setting}"] = {
+                g: {"norm": float(np.mean([v.norm() for v in vs])),
+                    "coherence": float(torch.stack(vs).sum(0).norm() / sum(v.norm() for v in vs))}
+                for g, vs in grads.items() if vs}
     return report
 
 
@@ -337,7 +334,8 @@ def stage_groups(model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
         groups[s] = [p for p in params if id(p) not in inserted]
         groups[f"{s} temporal"] = [p for p in params if id(p) in inserted]
     groups["temporal head"] = list(model.temporal_head.parameters())
-    groups["classifier"] = list(model.classifier.parameters())
+    groups["classifier"] = [model.classifier.weight]
+    groups["classifier bias"] = [model.classifier.bias]
     return groups
 
 
@@ -453,17 +451,15 @@ def markdown(report: dict) -> str:
                       f"{bn['batch2_spread_over_frame_spread']:.2f} of the spread of single frames at batch 2 "
                       f"x clip {bn['clip_len']}, {bn['batch8_spread_over_frame_spread']:.2f} at batch 8."), ""]
     if "grads" in report:
-        lines += ["## Gradient norm per stage over the first steps (the recipe)", "",
-                  "| stage | " + " | ".join(f"{w} steps 1-5 | {w} last 5" for w in report["grads"]) + " |",
-                  "|---|" + "---:|---:|" * len(report["grads"])]
-        groups = list(next(iter(report["grads"].values())))
-        for g in groups:
-            cells = []
-            for w in report["grads"].values():
-                v = w.get(g)
-                cells += [f"{v['first5']:.2e}", f"{v['last5']:.2e}"] if v else ["–", "–"]
-            lines.append(f"| {g} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += ["## The gradient at initialisation: how much of it points the same way", "",
+                  ("Per stage, over 8 training batches of the recipe (2 clips of 64 frames, seed 0) at random "
+                  "initialisation: the mean gradient norm and the coherence ||sum g_i|| / sum ||g_i|| (1: every "
+                  f"batch pushes the same way; {1 / math.sqrt(8):.2f} for pure noise)."), "",
+                  "| world / setting | " + " | ".join(STAGE_COLUMNS) + " |", "|---|" + "---:|" * len(STAGE_COLUMNS)]
+        for key, r in report["grads"].items():
+            lines.append(f"| {key} | " + " | ".join(
+                f"{r[g]['coherence']:.2f} ({r[g]['norm']:.1e})" if g in r else "–" for g in STAGE_COLUMNS) + " |")
+        lines += ["", "Cells: coherence (mean norm).", ""]
     if "probe" in report:
         lines += ["## Do the features hold the ball and the events? (linear probes on validation videos)", "",
                   ("Ridge regression on 8 training videos, scored on 4 validation videos: R^2 of the ball's "
@@ -484,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", nargs="*", default=[], metavar="WORLD=DIR",
                    help="datasets for the grads part (default: generated under --work)")
     p.add_argument("--runs", nargs="*", default=[], metavar="NAME=RUN_DIR", help="trained runs for the probe")
-    p.add_argument("--steps", type=int, default=30, help="steps of the grads part")
+    p.add_argument("--batches", type=int, default=8, help="training batches of the grads part")
     p.add_argument("--work", default="runs/small_cues", help="scratch folder (datasets, runs)")
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "small_cues"))
     p.add_argument("--threads", type=int, default=1)
@@ -514,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not (root / "test.json").is_file():
                     generate(root, "small", 0, "jpg", world=name)
                 data[name] = str(root)
-        report["grads"] = part_grads(args.steps, {k: Path(v) for k, v in data.items()}, work / "grads")
+        report["grads"] = part_grads(args.batches, {k: Path(v) for k, v in data.items()}, work / "grads")
     if "probe" in args.parts:
         report["probe"] = part_probe({k: Path(v) for k, v in (item.split("=", 1) for item in args.runs)})
     report.update({"command": "python benchmarks/small_cues.py " + " ".join(argv or sys.argv[1:]),

@@ -123,8 +123,8 @@ def _stage(n: int, total: int, text: str, start: float, budget_s: float) -> None
 
 # Config keys whose value in a from-scratch recipe is a deviation from the paper's training recipe worth naming.
 RECIPE_KEYS = {
-    "model": ("pretrained", "residual_init", "prior_bias", "clip_len"),
-    "data": ("height", "crop", "fg_upsample", "dilate_len", "mixup", "mixup_alpha"),
+    "model": ("pretrained", "residual_init", "prior_bias", "clip_len", "input", "dropout"),
+    "data": ("height", "crop", "fg_upsample", "dilate_len", "mixup", "mixup_alpha", "blur_max_sigma"),
     "loss": ("classification", "bce_fg_weight", "contrastive", "softic_weight"),
     "optim": ("sam", "rho", "sam_start", "lr", "warmup_epochs", "scheduler"),
     "train": ("batch_size",),
