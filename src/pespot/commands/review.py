@@ -46,19 +46,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "prediction JSON, else in the current folder)")
     parser.add_argument("--csv", metavar="FILE", help="the CSV Save writes (default: --out with .csv)")
     parser.add_argument("--scores", metavar="DIR", help="per-frame scores from `pespot infer --save-scores DIR`")
-    parser.add_argument("--fps", type=float, help="frame rate of frame folders (default 25) and of videos whose "
+    parser.add_argument("--fps", type=float, metavar="F", help="frame rate of frame folders (default 25) and of videos whose "
                                                   "labels give none")
-    parser.add_argument("--min-score", type=float, default=0.05,
+    parser.add_argument("--min-score", type=float, default=0.05, metavar="S",
                         help="predictions scoring below this are not loaded (default 0.05)")
-    parser.add_argument("--threshold", type=float, default=0.5,
+    parser.add_argument("--threshold", type=float, default=0.5, metavar="S",
                         help="the page's score threshold at start: predictions below it are hidden (default 0.5)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1, this machine only)")
-    parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    parser.add_argument("--port", type=int, default=0, metavar="N", help="port (default: a free one)")
     parser.add_argument("--cache", metavar="DIR",
                         help="where transcoded videos are kept (default $PESPOT_CACHE/review, else "
                              "~/.cache/pespot/review)")
-    parser.add_argument("--height", type=int, help="transcode every video to this height (default: as it is)")
+    parser.add_argument("--height", type=int, metavar="H", help="transcode every video to this height (default: as it is)")
     parser.add_argument("--device", default="auto", help="for a run SOURCE: auto | cpu | cuda | cuda:N")
     parser.add_argument("--open", action="store_true", help="open the page in the default browser")
     parser.add_argument("--log", action="store_true", help="log every request on stderr")
