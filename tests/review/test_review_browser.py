@@ -154,6 +154,20 @@ def test_review_edit_save_frame_by_frame(browser, labelling, tmp_path):
         assert page.locator(f"#events tr[data-uid='{pred[(30, 'bounce')]}']").count() == 0
         page.keyboard.press("Control+z")
         assert page.locator(f"#events tr[data-uid='{pred[(30, 'bounce')]}']").count() == 1
+        # the list sorts by score (high first, then low first) and the threshold hides weak predictions
+        def predicted() -> list[int]:
+            return [int(f) for f in page.eval_on_selector_all(
+                "#events tr[data-kind='pred']", "rows => rows.map(r => r.dataset.frame)")]
+
+        assert predicted() == [30, 45]
+        page.click("#events th[data-sort='score']")
+        assert predicted() == [30, 45]
+        page.click("#events th[data-sort='score']")
+        assert predicted() == [45, 30]
+        page.fill("#threshold", "0.65")
+        assert predicted() == [30]
+        page.fill("#threshold", "0.5")
+        page.click("#events th[data-sort='frame']")
         if os.environ.get("PESPOT_README_SCREENSHOT"):
             page.click(f"#events tr[data-uid='{pred[(45, 'hit')]}']")
             wait_frame(page, 45)
