@@ -207,3 +207,24 @@ def test_a_class_txt_beside_the_output_with_other_classes_is_refused(labelling, 
     with pytest.raises(DataError, match="other/class.txt: lists the classes goal"):
         load_session([str(labelling / "class.txt"), str(labelling / "a.mp4")],
                      out=str(tmp_path / "other" / "train.json"), progress=False)
+
+
+def test_a_full_disk_during_a_save_keeps_the_labels_file_and_the_next_save_goes_through(labelling, monkeypatch):
+    import errno
+
+    from pespot.review import session as session_module
+
+    session = load_session([str(labelling / "class.txt"), str(labelling / "a.mp4")], progress=False)
+    page_save(session, {"a": [(3, "hit")]})
+    before = (labelling / "labels.json").read_bytes()
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    with monkeypatch.context() as m:
+        m.setattr(session_module, "write_text_atomic", full)  # the CSV, written before the split JSON
+        with pytest.raises(OSError, match="No space"):
+            page_save(session, {"a": [(4, "serve")]})
+    assert (labelling / "labels.json").read_bytes() == before and session.version == 1
+    assert page_save(session, {"a": [(4, "serve")]})["version"] == 2  # not taken for another program's change
+    assert [(e.frame, e.label) for e in load_split(labelling / "labels.json")[0].events] == [(4, "serve")]

@@ -281,7 +281,8 @@ def _outputs(src: Sources, out: str | None, csv: str | None, videos: list[Review
                 v.labels, v.entry = list(entry.events), entry  # continue where the last session saved
         others = previous
     review = split.with_name(split.stem + ".review.json")
-    state = read_json(review).get("videos", {}) if review.is_file() else {}
+    state = read_json(review) if review.is_file() else {}
+    state = state.get("videos", {}) if isinstance(state, dict) else {}  # a damaged review file only costs the marks
     outputs = Outputs(split=split, classes=split.parent / "class.txt",
                       csv=Path(csv) if csv else split.with_suffix(".csv"), review=review)
     return outputs, others, state if isinstance(state, dict) else {}

@@ -117,7 +117,12 @@ class ReviewHandler(BaseHTTPRequestHandler):
                 return
             index = self._index(path.removeprefix("/media/").removesuffix(".mp4"))
             if index is not None:
-                self._send_file(self.server.playable(index).path)
+                try:
+                    playable = self.server.playable(index)
+                except PespotError as err:
+                    self._error(HTTPStatus.UNPROCESSABLE_ENTITY, str(err))
+                    return
+                self._send_file(playable.path)
         elif path.startswith("/api/"):
             if self._token_ok():
                 self._api_get(path.removeprefix("/api/"))

@@ -136,10 +136,14 @@ class ReviewSession:
                     raise Conflict(f"{path} was changed on disk by another program since pespot review read or "
                                    "wrote it; nothing was written (restart pespot review to load it)")
             labels, status = self._parse(payload.get("videos"))
-            self._write(labels, status)
+            try:
+                self._write(labels, status)
+            finally:
+                # What this save wrote (all of it, or the files before a full disk stopped it) is ours: the next save
+                # must not take it for another program's change.
+                self._disk = {p: _fingerprint(p) for p in self.outputs.paths()}
             self._labels, self._status = labels, status
             self.version += 1
-            self._disk = {p: _fingerprint(p) for p in self.outputs.paths()}
             return {"version": self.version, "written": [str(p) for p in self.outputs.paths()]}
 
     def _parse(self, videos: Any) -> tuple[list[dict[str, Event]], list[dict[str, str]]]:

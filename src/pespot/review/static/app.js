@@ -635,14 +635,19 @@ function onKey(event) {
   else if (key === "[" || key === "]") {
     const at = SPEEDS.indexOf(Number($("speed").value));
     const next = SPEEDS[Math.max(0, Math.min(SPEEDS.length - 1, at + (key === "]" ? 1 : -1)))];
-    $("speed").value = String(next);
-    video.playbackRate = next;
+    setSpeed(next);
   } else if (/^[1-9]$/.test(key) && Number(key) <= S.classes.length) {
     S.classIdx = Number(key) - 1;
     relabel(S.classIdx);
     render();
   } else handled = false;
   if (handled) { event.preventDefault(); if (tag === "SELECT" || tag === "BUTTON") event.target.blur(); }
+}
+
+function setSpeed(speed) {
+  $("speed").value = String(speed);
+  video.defaultPlaybackRate = speed; // kept when another video is opened
+  video.playbackRate = speed;
 }
 
 function wire() {
@@ -652,7 +657,7 @@ function wire() {
   $("play").onclick = () => play();
   $("next-frame").onclick = () => seek(S.frame + 1);
   $("next-second").onclick = () => seek(S.frame + Math.round(vid().fps));
-  $("speed").onchange = (e) => { video.playbackRate = Number(e.target.value); e.target.blur(); };
+  $("speed").onchange = (e) => { setSpeed(Number(e.target.value)); e.target.blur(); };
   $("frame-input").onchange = (e) => { seek(Number(e.target.value)); e.target.blur(); };
   $("class-select").onchange = (e) => { S.classIdx = Number(e.target.value); e.target.blur(); render(); };
   $("video-select").onchange = (e) => { e.target.blur(); openVideo(Number(e.target.value)); };
