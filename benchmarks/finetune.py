@@ -2,7 +2,7 @@
 a given validation mAP (issue 21: ``pespot train --set model.init=RUN``).
 
     python benchmarks/finetune.py --source data/synth-small --target data/synth-unseen [--seeds 0 1 2]
-        [--source-steps 480] [--steps 480] [--epochs 12] [--levels 0.2 0.3 0.4 0.5] [--jobs 2]
+        [--source-steps 480] [--steps 480] [--epochs 12] [--levels 0.1 0.2 0.3 0.4 0.5] [--jobs 2]
         [--source-run RUN] [--out runs/finetune] [--results docs/results/finetune] [--set KEY=VALUE ...]
 
 For every seed S (each a *cell*, trained in its own process, ``--jobs`` at a time; a finished cell is skipped and an
@@ -246,8 +246,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--source-epochs", type=int, default=8, help="epochs of each source run (default 8)")
     p.add_argument("--steps", type=int, default=480, help="steps of each target run (default 480)")
     p.add_argument("--epochs", type=int, default=12, help="target epochs = points of the learning curve (default 12)")
-    p.add_argument("--levels", type=float, nargs="+", default=[0.2, 0.3, 0.4, 0.5],
-                   help="val mAP levels to reach (default 0.2 0.3 0.4 0.5)")
+    p.add_argument("--levels", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4, 0.5],
+                   help="val mAP levels to reach (default 0.1 0.2 0.3 0.4 0.5)")
     p.add_argument("--jobs", type=int, default=2, help="cells trained at once, one process each (default 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per cell (default 1)")
     p.add_argument("--device", default="auto")
