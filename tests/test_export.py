@@ -163,3 +163,13 @@ def test_engine_errors_name_the_file_and_what_to_do(tmp_path, video, capsys):
     broken.write_bytes(b"not a model")
     with pytest.raises(DataError, match="broken.onnx: not a readable ONNX model"):
         export.load_onnx_predictor(broken)
+
+
+def test_gray_diff_input_is_part_of_the_exported_model(tmp_path):
+    """model.input=gray_diff lives in the model: the exported graph gives PyTorch's scores from RGB frames."""
+    run = write_run(tmp_path / "run", "synthetic", ("model.input=gray_diff",))
+    predictor = infer.load_predictor(run, device="cpu")
+    report = export.export_model(predictor, "onnx", tmp_path / "m.onnx")
+    clip = torch.randn(2, CLIP, 3, HEIGHT, 40, generator=torch.Generator().manual_seed(3))
+    assert report.max_abs_diff <= TOLERANCE
+    assert export.max_abs_diff(predictor, report.path, "onnx", clip) <= TOLERANCE

@@ -64,6 +64,9 @@ class ModelConfig:
     # Random initialisation (both only matter for what pretrained weights do not replace):
     residual_init: str = "live"  # live: BN after each bottleneck's conv3 starts at gamma 1 | zero: timm's zero_init_last
     prior_bias: bool = True  # classifier bias at the class prior of the training frames (log-odds / log prior)
+    # what the backbone sees: rgb (the paper) | gray_diff (a grey frame and its two temporal differences, three
+    # channels, no parameters; pespot.model.inputs)
+    input: str = "rgb"
 
 
 @dataclass
@@ -83,6 +86,10 @@ class DataConfig:
     mixup: bool = True
     mixup_alpha: float = 0.1  # lambda ~ Beta(alpha, alpha); the paper uses 0.1 (E2E-Spot 0.2)
     augment: bool = True  # crop, flip, colour jitter, blur (same parameters for every frame of a clip)
+    # largest sigma (pixels of the model's input) of the 5x5 Gaussian blur, drawn in [0.05, 1] x it; null = E2E-Spot's
+    # 2 px at 224 px scaled with the input size (0.57 at 64 px: the same blur of the scene; 2 px would smear a
+    # 1-2 px ball to half its contrast, docs/results/small_cues.md); 0 = no blur
+    blur_max_sigma: float | None = None
     num_workers: int = 4  # DataLoader workers (0 = in the main process)
 
 
@@ -448,6 +455,7 @@ _CHOICES = {
     "model.backbone": ("regnety_002", "regnety_008"),
     "model.softic_feature": ("temporal", "backbone"),
     "model.residual_init": ("live", "zero"),
+    "model.input": ("rgb", "gray_diff"),
     "model.astrm.gt_activation": ("sigmoid", "softmax"),
     "loss.contrastive": ("softic", "ic", "none"),
     "loss.omega_mode": ("divide", "multiply", "none"),
@@ -496,6 +504,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"config key 'model.clip_len': ASTRM with kernel {cfg.model.astrm.kernel_size} needs at least "
             f"{cfg.model.astrm.kernel_size} frames, got {cfg.model.clip_len}")
+    if cfg.data.blur_max_sigma is not None and not cfg.data.blur_max_sigma >= 0:
+        raise ConfigError(f"config key 'data.blur_max_sigma': expected >= 0 or null, got {cfg.data.blur_max_sigma}")
     if cfg.data.mixup and cfg.data.mixup_alpha <= 0:
         raise ConfigError(f"config key 'data.mixup_alpha': expected > 0, got {cfg.data.mixup_alpha}")
     _validate_ranges(cfg)

@@ -277,3 +277,31 @@ def test_clear_errors(store):
         ClipDataset([Video("v0", 30, 25.0, [Event(1, "q")])], CLASSES, root, 8, 1)
     with pytest.raises(DataError, match="no video"):
         ClipDataset([], CLASSES, root, 8, 1)
+
+
+def test_blur_strength_follows_the_input_size():
+    """E2E-Spot's blur (sigma up to 2 px) is meant for 224 px inputs: at 224 the draws are unchanged, at 64 px the
+    largest sigma is 2 * 64 / 224, ``data.blur_max_sigma`` sets it, and 0 turns the blur off."""
+    from pespot.config import load_config
+    from pespot.data.clips import AUG_COLUMNS, BLUR_SIGMA, blur_max_sigma, draw_augment
+    from pespot.errors import ConfigError
+
+    blur, sigma = AUG_COLUMNS.index("blur"), AUG_COLUMNS.index("sigma")
+    assert blur_max_sigma(224) == BLUR_SIGMA[1] and blur_max_sigma(64) == pytest.approx(2 * 64 / 224)
+    assert blur_max_sigma(64, 1.5) == 1.5
+    old = np.random.default_rng(3)
+    for _ in range(50):
+        new = draw_augment(np.random.default_rng(old.integers(1 << 30)), 256, 256, 224, True, blur_max_sigma(224))
+        # the same stream of numbers as sigma ~ U(0.1, 2.0)
+        assert 0.1 <= float(new[sigma]) <= 2.0
+    rng_a, rng_b = np.random.default_rng(7), np.random.default_rng(7)
+    a = draw_augment(rng_a, 64, 64, None, True, blur_max_sigma(224))
+    b = draw_augment(rng_b, 64, 64, None, True, blur_max_sigma(64))
+    assert float(b[sigma]) == pytest.approx(float(a[sigma]) * 64 / 224)  # the same draw, scaled
+    sigmas = [float(draw_augment(np.random.default_rng(i), 64, 64, None, True, blur_max_sigma(64))[sigma])
+              for i in range(200)]
+    assert max(sigmas) <= 2 * 64 / 224 and min(sigmas) >= 0.05 * 2 * 64 / 224
+    off = [draw_augment(np.random.default_rng(i), 64, 64, None, True, 0.0) for i in range(50)]
+    assert not any(bool(o[blur]) for o in off)
+    with pytest.raises(ConfigError, match="data.blur_max_sigma"):
+        load_config("paper", ["data.blur_max_sigma=-1"])

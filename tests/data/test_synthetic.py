@@ -1,4 +1,5 @@
-"""The synthetic benchmark: layout, determinism, exact physical event frames, the long-range pair, imbalance."""
+"""The synthetic benchmark's first world (rally-side): layout, determinism, exact physical event frames, the
+long-range pair, imbalance. The court-top world: tests/data/test_court_top.py."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from PIL import Image
 from pespot.cli import main
 from pespot.data import synthetic as S
 from pespot.data.labels import load_dataset
+from pespot.data.synthetic import rally_side as R
 from pespot.errors import DataError
 
 GROUND = ("bounce", "line_in", "line_out")
@@ -147,8 +149,8 @@ def test_every_label_is_the_frame_of_a_physical_contact():
                 assert abs(after.vx) > 3 * abs(before.vx) and np.sign(after.vx) == (1 if c.side == "left" else -1)
             else:  # net: caught in the mesh at the net's face
                 assert after.vx == after.vy == after.gravity == 0
-                face = S.NET_W / 2 + S.BALL_R
-                assert c.x == pytest.approx(S.NET_X - face if c.side == "left" else S.NET_X + face)
+                face = R.NET_W / 2 + S.BALL_R
+                assert c.x == pytest.approx(R.NET_X - face if c.side == "left" else R.NET_X + face)
             # the labelled frame is one of the two around the contact time, the one nearest the contact
             lo = math.floor(c.time * fps)
             assert c.frame in (lo, lo + 1)
@@ -181,21 +183,21 @@ def test_ball_is_drawn_where_the_state_says():
     preset = S.PRESETS["small"]
     video = S.simulate_video(spec, "small", render=False)
     ball, contacts = video.ball_per_frame(), list(video.contacts)
-    with_ball = S._render(video, preset, np.random.default_rng(9))
+    with_ball = R._render(video, preset, np.random.default_rng(9))
     video.segments = []  # same scene, same random draws, no ball
-    without = S._render(video, preset, np.random.default_rng(9))
+    without = R._render(video, preset, np.random.default_rng(9))
     diff = np.abs(with_ball.astype(int) - without.astype(int)).sum(-1)  # (N, H, W)
-    shake = S._make_look(np.random.default_rng(9), preset, spec.num_frames, preset.fps).shake
+    shake = R._make_look(np.random.default_rng(9), preset, spec.num_frames, preset.fps).shake
     checked = 0
     for c in contacts:
         f = c.frame
         col = ball[f, 0] * 64 + shake[f, 0]
-        row = S.GROUND_ROW * 64 - ball[f, 1] * 64 + shake[f, 1]
+        row = R.GROUND_ROW * 64 - ball[f, 1] * 64 + shake[f, 1]
         if not (0 <= row < 64 and 0 <= col < 64):
             continue
         assert diff[f, int(row), int(col)] > 60  # the ball is at its centre
         ys, xs = np.nonzero(diff[f] > 30)
-        above_ground = ys < S.GROUND_ROW * 64 + shake[f, 1]  # (its shadow lies on the court below)
+        above_ground = ys < R.GROUND_ROW * 64 + shake[f, 1]  # (its shadow lies on the court below)
         assert np.hypot(ys[above_ground] + 0.5 - row, xs[above_ground] + 0.5 - col).max() < 4.5
         checked += 1
     assert checked >= 5
@@ -222,7 +224,7 @@ def test_line_in_and_out_differ_only_32_or_more_frames_after_the_event():
         assert len(differs) > 0
         assert differs.min() >= event.frame + 32  # identical up to event + 31
         light = next(lg for lg in base.lights if lg.call is not None)
-        assert differs.min() == light.start and light.colour == S.LIGHT_COLOURS[event.label]
+        assert differs.min() == light.start and light.colour == R.LIGHT_COLOURS[event.label]
         found += 1
         if found == 2:
             break
@@ -235,10 +237,10 @@ def test_line_in_and_out_differ_only_32_or_more_frames_after_the_event():
         assert len(lit) == sum(c.label in S.LONG_RANGE_PAIR for c in video.contacts)
         for light in video.lights:
             if light.call is None:
-                assert light.colour not in S.LIGHT_COLOURS.values()
+                assert light.colour not in R.LIGHT_COLOURS.values()
         for light in lit:
             event = video.contacts[light.contact_index]
-            assert event.label == light.call and light.colour == S.LIGHT_COLOURS[light.call]
+            assert event.label == light.call and light.colour == R.LIGHT_COLOURS[light.call]
             assert light.start - event.frame >= 32
         calls += len(lit)
     assert calls >= 40

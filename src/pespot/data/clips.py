@@ -43,7 +43,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 JITTER_P = 0.25  # probability of each colour jitter and of the blur (E2E-Spot)
 JITTER_RANGE = (0.7, 1.2)  # brightness / contrast / saturation factor
 BLUR_KERNEL = 5
-BLUR_SIGMA = (0.1, 2.0)  # torchvision GaussianBlur's default sigma range
+BLUR_SIGMA = (0.1, 2.0)  # torchvision GaussianBlur's default sigma range, made for 224 px inputs (E2E-Spot)
+BLUR_REFERENCE = 224  # the input size BLUR_SIGMA is meant for
+
+
+def blur_max_sigma(input_size: int, configured: float | None = None) -> float:
+    """The largest blur sigma for inputs of ``input_size`` pixels: ``configured`` (``data.blur_max_sigma``), or
+    E2E-Spot's 2 px at 224 px scaled with the input, so that the blur is the same in the scene at any size."""
+    return configured if configured is not None else BLUR_SIGMA[1] * input_size / BLUR_REFERENCE
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -196,7 +203,8 @@ class ClipDataset(Dataset):
     def __init__(self, videos: list[Video], classes: list[str], frames_root: str | Path, clip_len: int,
                  num_clips: int, *, height: int | None = None, crop: int | None = None, augment: bool = True,
                  mixup: bool = True, mixup_alpha: float = 0.1, dilate_len: int = 0, pad_len: int = 5,
-                 seed: int = 0, epoch: int = 0, fg_upsample: float | None = None):
+                 seed: int = 0, epoch: int = 0, fg_upsample: float | None = None,
+                 blur_max_sigma: float | None = None):
         if clip_len <= 0:
             raise ConfigError(f"clips: clip_len must be positive, got {clip_len}")
         if num_clips < 0:
@@ -217,6 +225,7 @@ class ClipDataset(Dataset):
         self.num_outputs = len(classes) + 1
         self.clip_len, self.num_clips = clip_len, num_clips
         self.crop, self.augment, self.mixup, self.mixup_alpha = crop, augment, mixup, mixup_alpha
+        self.blur_max_sigma = blur_max_sigma
         self.dilate_len, self.pad_len = dilate_len, pad_len
         self.seed, self.epoch = seed, epoch
         lengths = np.array([max(0, v.num_frames) for v in self.videos], dtype=np.float64)
@@ -288,7 +297,8 @@ class ClipDataset(Dataset):
         raw, lo, hi = self._sources.read(video, start, self.clip_len)  # uint8 (n, H, W, 3), clip rows lo:hi
         height, width = int(raw.shape[1]), int(raw.shape[2])
         _check_crop(self.crop, height, width, f"video '{video.video}'")
-        aug = draw_augment(rng, height, width, self.crop, self.augment)
+        blur = blur_max_sigma(self.crop or min(height, width), self.blur_max_sigma)
+        aug = draw_augment(rng, height, width, self.crop, self.augment, blur)
         padded = torch.zeros((self.clip_len, height, width, 3), dtype=torch.uint8)
         padded[lo:hi] = raw
         event_frames, event_columns = self._events[vi]
@@ -305,13 +315,14 @@ AUG_COLUMNS = ("top", "left", "crop", "flip", "use_brightness", "brightness", "u
                "use_saturation", "saturation", "blur", "sigma")
 
 
-def draw_augment(rng: np.random.Generator, height: int, width: int, crop: int | None, augment: bool) -> torch.Tensor:
+def draw_augment(rng: np.random.Generator, height: int, width: int, crop: int | None, augment: bool,
+                 max_sigma: float = BLUR_SIGMA[1]) -> torch.Tensor:
     """The random parameters of one clip's augmentation, float64 (12,) in ``AUG_COLUMNS`` order (crop 0 = none).
 
     Random ``crop`` x ``crop`` crop (when set), horizontal flip (p = 0.5), then brightness, contrast and
-    saturation factors in [0.7, 1.2] and a 5x5 Gaussian blur, each with p = 0.25; without ``augment`` the centre
-    crop and nothing else. Every draw is made whether or not it is used, so the stream of random numbers (and the
-    second clip of a mixup) does not depend on them.
+    saturation factors in [0.7, 1.2] and a 5x5 Gaussian blur of sigma in [0.05, 1] x ``max_sigma`` (0: no blur),
+    each with p = 0.25; without ``augment`` the centre crop and nothing else. Every draw is made whether or not it
+    is used, so the stream of random numbers (and the second clip of a mixup) does not depend on them.
     """
     if not augment:
         top, left = ((height - crop) // 2, (width - crop) // 2) if crop is not None else (0, 0)
@@ -320,7 +331,8 @@ def draw_augment(rng: np.random.Generator, height: int, width: int, crop: int | 
     left = int(rng.integers(0, width - crop + 1)) if crop is not None else 0
     flip = rng.random() < 0.5
     jitter = [(rng.random() < JITTER_P, float(rng.uniform(*JITTER_RANGE))) for _ in range(3)]
-    blur, sigma = rng.random() < JITTER_P, float(rng.uniform(*BLUR_SIGMA))
+    blur, sigma = rng.random() < JITTER_P, float(rng.uniform(0.05 * max_sigma, max_sigma))
+    blur = blur and max_sigma > 0
     values = [top, left, crop or 0, flip] + [v for pair in jitter for v in pair] + [blur, sigma]
     return torch.tensor([float(v) for v in values], dtype=torch.float64)
 

@@ -89,7 +89,7 @@ def clip_dataset(cfg: Config, videos: list[Video], classes: list[str], num_clips
         height=cfg.data.height, crop=cfg.data.crop,
         augment=cfg.data.augment and train, mixup=cfg.data.mixup and train, mixup_alpha=cfg.data.mixup_alpha,
         dilate_len=cfg.data.dilate_len, pad_len=cfg.data.pad_len,
-        fg_upsample=cfg.data.fg_upsample if train else None,
+        fg_upsample=cfg.data.fg_upsample if train else None, blur_max_sigma=cfg.data.blur_max_sigma,
         # Validation clips use another seed stream so they are not the training clips of epoch 0.
         seed=cfg.train.seed if train else cfg.train.seed + 1_000_003, epoch=0,
     )

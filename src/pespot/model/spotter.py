@@ -2,6 +2,7 @@
 -> temporal head -> Dropout -> Linear(K+1), plus the SoftIC projection head used only in training.
 
     frames (B, T, 3, H, W)
+      -> input transform (``model.input``: the frames, or grey + temporal differences; model/inputs.py)
       -> backbone on (B*T, 3, H, W), pooled          (B*T, D)        D = 368 for regnety_002
       -> temporal head                               (B, T, D_h)     D_h = 736 for the Bi-GRU
       -> Dropout(0.5) -> Linear(D_h, K+1)            (B, T, K+1)     output 0 = background
@@ -20,6 +21,7 @@ from torch import nn
 from pespot.config import Config
 from pespot.errors import PespotError
 from pespot.model.backbone import FEATURE_DIMS, create_backbone, insert_temporal_modules
+from pespot.model.inputs import build_input
 from pespot.model.temporal import build_temporal_head
 from pespot.registry import TEMPORAL_MODULES
 
@@ -43,8 +45,9 @@ class Spotter(nn.Module):
     def __init__(self, backbone: nn.Module, temporal_modules: list[nn.Module], temporal_head: nn.Module,
                  num_classes: int, clip_len: int, fixed_clip_len: bool, feature_dim: int, dropout: float = 0.5,
                  projection: nn.Module | None = None, softic_feature: str = "temporal",
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, input_transform: nn.Module | None = None) -> None:
         super().__init__()
+        self.input_transform = input_transform if input_transform is not None else nn.Identity()
         self.backbone = backbone
         # The inserted per-block modules are submodules of the backbone; kept here (unregistered) to tell them apart.
         self._temporal_modules = list(temporal_modules)
@@ -69,6 +72,7 @@ class Spotter(nn.Module):
         if frames.dim() != 5:
             raise PespotError(f"model input: expected frames (B, T, 3, H, W), got shape {tuple(frames.shape)}")
         batch, length, channels, height, width = frames.shape
+        frames = self.input_transform(frames)  # before padding: the padding is not a frame to take differences with
         padded = length
         if self.fixed_clip_len:
             if length > self.clip_len:
@@ -160,4 +164,5 @@ def build_model(cfg: Config, num_classes: int, with_projection: bool | None = No
     fixed = TEMPORAL_MODULES.get(mcfg.temporal_module).where is not None  # built for exactly clip_len frames
     return Spotter(backbone, inserted, head, num_classes, mcfg.clip_len, fixed_clip_len=fixed,
                    feature_dim=feature_dim, dropout=mcfg.dropout,
-                   projection=projection, softic_feature=mcfg.softic_feature, channels_last=mcfg.channels_last)
+                   projection=projection, softic_feature=mcfg.softic_feature, channels_last=mcfg.channels_last,
+                   input_transform=build_input(mcfg.input))
