@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-all bench lint clean
+.PHONY: demo test test-slow test-all test-browser browser bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,17 @@ test-slow: $(STAMP)
 
 test-all: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "slow or not slow"
+
+# The browser tests (`pespot review` in a real headless Chromium) need Debian's chromium package; Playwright's
+# Python package (a dev dependency) drives it and never downloads a browser of its own.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
+	@chromium --version 2>/dev/null
+
+test-browser: $(STAMP) browser
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

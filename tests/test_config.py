@@ -79,7 +79,8 @@ def test_presets_listed():
 
 def test_help_lists_every_command(capsys):
     names = {name for name, _, _ in COMMANDS}
-    assert names == {"synth", "stats", "extract", "info", "train", "infer", "stream", "export", "eval", "demo"}
+    assert names == {"synth", "stats", "extract", "info", "train", "infer", "stream", "export", "eval", "review",
+                     "demo"}
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out

@@ -25,6 +25,7 @@ COMMANDS = [
     ("stream", "stream", "spot events in a live stream (file, URL or stdin) as frames arrive, as JSON lines"),
     ("export", "export", "export a trained spotter to ONNX or TorchScript"),
     ("eval", "eval", "mAP at frame tolerances, or the official SoccerNet average-mAP"),
+    ("review", "review", "review and correct events against the video in the browser, or label new videos"),
     ("demo", "demo", "the main job end to end on a synthetic dataset: synth, train, infer, evaluate"),
 ]
 

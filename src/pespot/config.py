@@ -43,6 +43,11 @@ class ModelConfig:
     backbone: str = "regnety_002"  # regnety_002 (368-d) | regnety_008 (768-d), from timm
     pretrained: bool = True  # ImageNet weights through timm when the network allows; else warn + random init
     weights: str | None = None  # local timm-format state dict (.safetensors or .pth), loaded before insertion
+    # Fine-tuning: a trained run folder (its best.pt, else last.pt) or checkpoint whose weights start this run (the
+    # architecture must match). When its classes differ from data.root's class.txt, the classifier is
+    # re-initialised (said on stderr); the rest (backbone, temporal modules, head, projection) is kept. Replaces
+    # pretrained/weights; ignored by --resume (the run's own checkpoint wins).
+    init: str | None = None
     temporal_module: str = "astrm"  # per-bottleneck module (pespot.registry.TEMPORAL_MODULES): none | tsm | gsm | astrm
     astrm: AstrmConfig = field(default_factory=AstrmConfig)
     # pespot.registry.TEMPORAL_HEADS: bigru | bilstm | transformer | deformable | mstcn | none (old names kept as

@@ -8,6 +8,10 @@ run's own ``config.yaml`` unless ``--config`` is given; ``--set`` may change any
 checkpoint (exit code 130, or 143 for SIGTERM); a checkpoint that cannot be written (full disk) stops training
 with one line naming it, the previous checkpoint unchanged.
 
+Fine-tuning: ``--set model.init=RUN`` starts from the weights of a trained run folder or checkpoint (same
+architecture), e.g. to train on labels corrected with ``pespot review``; when its classes differ from the dataset's
+the classifier is re-initialised, and a line on stderr says which happened.
+
 Many GPUs: ``torchrun --nproc_per_node N -m pespot train ...`` (DDP; ``train.batch_size`` clips per GPU).
 """
 

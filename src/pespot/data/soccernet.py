@@ -306,3 +306,51 @@ def read_results(path: str | os.PathLike, fps: float, classes: list[str] | None 
         game = url.rstrip("/") if isinstance(url, str) and url.strip("/") else "/".join(path.parent.parts[-3:])
     return results_to_videos(obj, game, fps, classes, where=str(path))
 
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Labels-v2.json from videos (the labels written back by `pespot review`)
+
+
+def videos_to_labels(videos: list[Video], game: str, base: dict | None = None) -> dict:
+    """One game's ``Labels-v2.json`` object from its half videos (``<game>/half1``, ``<game>/half2``).
+
+    An event keeps its exact ``position_ms`` (in ``extra``) while it still falls in the same frame, else gets
+    ``frame_to_ms`` of its frame at the video's fps; ``team`` and ``visibility`` come from ``extra`` ("not
+    applicable" and "visible" for new events). Every top-level key of ``base`` (the file read at start:
+    ``UrlLocal``, team names...) is kept; the annotations are listed by half, then time.
+    """
+    out = {k: v for k, v in (base or {}).items() if k != "annotations"}
+    out.setdefault("UrlLocal", game.rstrip("/") + "/")
+    annotations = []
+    for v in videos:
+        video_game, half = split_video_id(v.video)
+        if video_game != game:
+            raise DataError(f"video '{v.video}': not a half of game '{game}'")
+        if v.fps is None or v.fps <= 0:
+            raise DataError(f"video '{v.video}': no fps to turn frames into milliseconds")
+        for e in v.events:
+            ms = e.extra.get("position_ms")
+            if not isinstance(ms, int) or ms_to_frame(ms, v.fps) != e.frame:
+                ms = frame_to_ms(e.frame, v.fps)
+            annotations.append((half, ms, {
+                "gameTime": format_game_time(half, ms), "label": e.label, "position": str(ms),
+                "team": str(e.extra.get("team", "not applicable")),
+                "visibility": str(e.extra.get("visibility", "visible"))}))
+    annotations.sort(key=lambda a: (a[0], a[1]))
+    out["annotations"] = [a for _, _, a in annotations]
+    return out
+
+
+def write_labels(videos: list[Video], out_root: str | os.PathLike, bases: dict[str, dict] | None = None,
+                 filename: str = LABEL_FILE) -> list[Path]:
+    """Write ``<out_root>/<game>/Labels-v2.json`` for every game of ``videos`` (atomically); returns the paths."""
+    games: dict[str, list[Video]] = defaultdict(list)
+    for v in videos:
+        games[split_video_id(v.video)[0]].append(v)
+    paths = []
+    for game, halves in sorted(games.items()):
+        path = Path(out_root) / game / filename
+        write_json_atomic(path, videos_to_labels(halves, game, (bases or {}).get(game)))
+        paths.append(path)
+    return paths

@@ -42,6 +42,7 @@ from pespot.train.checks import check_fresh_run_folder, check_train_config, load
 from pespot.train.distributed import DistInfo
 from pespot.train.guards import Interrupt, NonFiniteLossError, check_finite, disk_errors, grad_norm
 from pespot.train.history import SELECTION_TOLERANCES, LossSums
+from pespot.train.init import init_from_run
 from pespot.train.job import Job, TrainState, autocast_factory
 from pespot.train.validate import evaluate_loss, evaluate_map
 
@@ -74,7 +75,8 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
     interrupt = Interrupt()
     job = None
     try:
-        job = build(cfg, classes, train_videos, val_videos, map_videos, out, info, model, loss_fn)
+        job = build(cfg, classes, train_videos, val_videos, map_videos, out, info, model, loss_fn,
+                    resuming=ckpt is not None)
         state = TrainState(best={"epoch": None, "score": None, "criterion": cfg.train.criterion})
         if ckpt is not None:
             state = restore(job, ckpt)
@@ -129,8 +131,10 @@ def choose_run_nms(job: Job, val_videos: list[Video]) -> dict:
 
 def build(cfg: Config, classes: list[str], train_videos: list[Video], val_videos: list[Video],
           map_videos: list[Video], out: Path, info: DistInfo, model: nn.Module | None = None,
-          loss_fn: nn.Module | None = None) -> Job:
-    """Data, model, loss, optimiser (+ SAM/ASAM) and schedule of ``cfg``, in an order that fixes every random draw."""
+          loss_fn: nn.Module | None = None, resuming: bool = False) -> Job:
+    """Data, model, loss, optimiser (+ SAM/ASAM) and schedule of ``cfg``, in an order that fixes every random draw.
+
+    ``model.init`` (a trained run) replaces the model's initial weights unless ``resuming``."""
     from pespot.data.clips import frame_prior
     from pespot.model.spotter import build_model
     from pespot.train.losses import build_loss
@@ -156,10 +160,22 @@ def build(cfg: Config, classes: list[str], train_videos: list[Video], val_videos
     val_loader = (data.make_loader(cfg, data.EpochClips(val_clips), data.ShardSampler(len(val_clips), info),
                                    batch_size, device) if val_clips is not None else None)
 
-    model = (model if model is not None else build_model(cfg, len(classes))).to(device)
+    init = cfg.model.init if not resuming else None  # a resumed run loads its own weights
+    if model is None:
+        # model.init replaces the ImageNet/model.weights start: never fetch weights only to overwrite them.
+        model = build_model(cfg, len(classes), load_weights=init is None)
+    model = model.to(device)
     loss_fn = (loss_fn if loss_fn is not None else build_loss(cfg.loss, len(classes), cfg.model.projection_dim))
     loss_fn = loss_fn.to(device)
-    if cfg.model.prior_bias and hasattr(model, "init_prior_bias"):  # (a resumed run loads its own bias)
+    kept_classifier = False
+    if init:
+        started = init_from_run(model, init, classes)
+        kept_classifier = started.classifier_kept
+        if info.is_main:
+            print(started.message(classes), file=sys.stderr)
+    # The prior bias starts a new classifier; a classifier taken from model.init keeps its trained bias (and a
+    # resumed run loads its own).
+    if cfg.model.prior_bias and hasattr(model, "init_prior_bias") and not kept_classifier:
         model.init_prior_bias(frame_prior(train_videos, classes, cfg.data.dilate_len), loss_fn.score_activation)
     model = ddp.convert_sync_batchnorm(model, info)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
