@@ -278,10 +278,13 @@ def bn_noise(clip_len: int) -> dict:
 # part: grads
 
 
-GRAD_SETTINGS = {  # the recipe's keys, and what the exploration tried on top of them
-    "recipe": [],
+GRAD_SETTINGS = {  # the first recipe's keys (--set SETTINGS), and what the exploration tried on top of them
+    "first recipe": [],
     "gray_diff input": ["model.input=gray_diff"],
     "dilate 2 + fg clips 1.0": ["data.dilate_len=2", "data.fg_upsample=1.0"],
+    "dropout 0.1 + no mixup": ["model.dropout=0.1", "data.mixup=false"],
+    "all six (the new recipe)": ["model.input=gray_diff", "data.dilate_len=2", "data.fg_upsample=1.0",
+                                 "optim.lr=0.003", "model.dropout=0.1", "data.mixup=false"],
 }
 
 
