@@ -38,7 +38,9 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
     # every deviation from the paper's training recipe is named, with the paper's value and the demo's
     deviations = saved["recipe_deviations"]
     assert deviations["optim.sam"] == {"paper": "asam", "here": "none"}
-    assert deviations["data.fg_upsample"] == {"paper": None, "here": 0.5}
+    assert deviations["data.fg_upsample"] == {"paper": None, "here": 1.0}
+    assert deviations["model.input"] == {"paper": "rgb", "here": "gray_diff"}
+    assert deviations["data.dilate_len"] == {"paper": 0, "here": 2}
     assert deviations["model.pretrained"] == {"paper": True, "here": False}
     assert "optim.sam_start" not in deviations and "loss.classification" not in deviations
     assert {p.name for p in (run / "plots").glob("learning_curve_*.png")} == {"learning_curve_map.png",

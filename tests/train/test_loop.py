@@ -198,7 +198,8 @@ def test_synthetic_preset_trains(tiny_data, tmp_path, capsys):
     assert summary["steps"] == 18 and summary["best_epoch"] in (1, 2, 3)
     records = read_metrics(run)
     assert [set(r["val_map"]) for r in records] == [{"0", "1", "2", "4"}] * 3
-    assert all(0.0 < r["train_cls"] < 0.2 and 0.0 < r["val_cls"] < 0.2 for r in records)
+    # at the prior of its 5-frame (dilated) labels BCE is about 0.2 per output; at a zero bias it would be 0.69
+    assert all(0.0 < r["train_cls"] < 0.35 and 0.0 < r["val_cls"] < 0.35 for r in records)
 
 
 def test_a_one_epoch_run_selects_by_the_map_it_computed(tiny_data, tmp_path, capsys):
