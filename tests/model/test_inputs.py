@@ -43,7 +43,7 @@ def test_a_static_scene_has_no_motion_and_a_moving_dot_shows_where_it_went():
 def test_the_model_applies_it_and_keeps_the_papers_parameters():
     from pespot.model.spotter import build_model
 
-    rgb_cfg = load_config("synthetic", ["model.clip_len=8"])
+    rgb_cfg = load_config("synthetic", ["model.clip_len=8", "model.input=rgb"])
     diff_cfg = load_config("synthetic", ["model.clip_len=8", "model.input=gray_diff"])
     torch.manual_seed(0)
     rgb_model = build_model(rgb_cfg, 3, load_weights=False).eval()

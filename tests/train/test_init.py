@@ -120,7 +120,7 @@ def test_training_starts_from_the_prior_bias(tiny_dataset, tmp_path):
     from pespot.data.labels import load_dataset
 
     ds = load_dataset(tiny_dataset)
-    prior = torch.tensor(frame_prior(ds.splits["train"], ds.classes), dtype=torch.float64)
+    prior = torch.tensor(frame_prior(ds.splits["train"], ds.classes, cfg.data.dilate_len), dtype=torch.float64)
     bias = ckpt["model"]["classifier.bias"].double()
     # lr 0: AdamW's weight decay is lr * wd = 0 too, so the bias is exactly the initial one
     assert torch.allclose(torch.sigmoid(bias), prior.clamp(1e-6, 1 - 1e-6), atol=1e-5)
