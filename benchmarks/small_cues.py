@@ -16,8 +16,9 @@ Compares the two synthetic worlds (docs/synthetic.md): ``rally-side`` (a ball of
   changes anyway from one frame to the next (noise, players, distractors), at the recipe's 64 px and with the
   frames resized to 128 px; live and zero residual initialisation; plus the BatchNorm batch-statistics noise at
   batch 2 x clip 64 against batch 8 x clip 64.
-* ``grads``: gradient norm per stage (stem, s1-s4, the temporal modules, Bi-GRU, classifier) over the first
-  steps of the recipe (the ``synthetic`` preset) on each world.
+* ``grads``: per stage (stem, s1-s4, the temporal modules, Bi-GRU, classifier), at random initialisation, the
+  gradient's norm and its coherence over 8 training batches, for the first recipe, single changes the exploration
+  tried on top of it, and the recipe (the ``synthetic`` preset as it is), on each world.
 * ``probe``: a linear probe (ridge regression) from the backbone's pooled feature, and from stage s3's feature
   map, to the ball's position in the frame, for an untrained model and each ``--runs`` checkpoint: R^2 on the
   validation videos. Whether the features hold the ball at all.
@@ -42,6 +43,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, versions, write_results
+from accuracy import FIRST_RECIPE_KEYS
 
 from pespot.data import clips as C
 from pespot.data.synthetic import court_top, rally_side
@@ -278,13 +280,13 @@ def bn_noise(clip_len: int) -> dict:
 # part: grads
 
 
-GRAD_SETTINGS = {  # the first recipe's keys (--set SETTINGS), and what the exploration tried on top of them
-    "first recipe": [],
-    "gray_diff input": ["model.input=gray_diff"],
-    "dilate 2 + fg clips 1.0": ["data.dilate_len=2", "data.fg_upsample=1.0"],
-    "dropout 0.1 + no mixup": ["model.dropout=0.1", "data.mixup=false"],
-    "all six (the new recipe)": ["model.input=gray_diff", "data.dilate_len=2", "data.fg_upsample=1.0",
-                                 "optim.lr=0.003", "model.dropout=0.1", "data.mixup=false"],
+FIRST_RECIPE = [f"{k}={'null' if v is None else v}" for k, v in FIRST_RECIPE_KEYS.items()]
+GRAD_SETTINGS = {  # the first recipe, what the exploration tried on top of it, and the recipe (the preset as is)
+    "first recipe": FIRST_RECIPE,
+    "gray_diff input": [*FIRST_RECIPE, "model.input=gray_diff"],
+    "dilate 2 + fg clips 1.0": [*FIRST_RECIPE, "data.dilate_len=2", "data.fg_upsample=1.0"],
+    "dropout 0.1 + no mixup": [*FIRST_RECIPE, "model.dropout=0.1", "data.mixup=false"],
+    "the recipe (synthetic preset)": [],
 }
 
 
