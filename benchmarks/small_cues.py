@@ -14,14 +14,16 @@ Compares the two synthetic worlds (docs/synthetic.md): ``rally-side`` (a ball of
 * ``network``: how much of the ball reaches each stage of the untrained backbone: ||f(frame) - f(frame without
   ball)|| / ||f(frame) - f(next frame without ball)||, the ball's effect on a stage's features against what
   changes anyway from one frame to the next (noise, players, distractors), at the recipe's 64 px and with the
-  frames resized to 128 px; live and zero residual initialisation; plus the BatchNorm batch-statistics noise at
+  frames resized to 128 px; live residual initialisation with RGB input (the first recipe) and with the grey
+  frame and its differences (``model.input: gray_diff``, the recipe), zero initialisation with RGB; plus the BatchNorm batch-statistics noise at
   batch 2 x clip 64 against batch 8 x clip 64.
 * ``grads``: per stage (stem, s1-s4, the temporal modules, Bi-GRU, classifier), at random initialisation, the
   gradient's norm and its coherence over 8 training batches, for the first recipe, single changes the exploration
   tried on top of it, and the recipe (the ``synthetic`` preset as it is), on each world.
 * ``probe``: a linear probe (ridge regression) from the backbone's pooled feature, and from stage s3's feature
-  map, to the ball's position in the frame, for an untrained model and each ``--runs`` checkpoint: R^2 on the
-  validation videos. Whether the features hold the ball at all.
+  map, to the ball's position in the frame and to "within one frame of an event", for an untrained model (RGB
+  and gray_diff input) and each ``--runs`` checkpoint: R^2 and ROC AUC on validation videos. Whether the
+  features hold the ball at all.
 
 Writes ``<out>.json`` and ``<out>.md``.
 """
@@ -188,8 +190,10 @@ def _quantiles(values: np.ndarray) -> dict[str, float]:
 # part: network
 
 
-def build(residual_init: str, clip_len: int, checkpoint: Path | None = None, num_classes: int = 7) -> torch.nn.Module:
-    """The recipe's model (``synthetic`` preset), untrained (``residual_init``) or a run's checkpoint."""
+def build(residual_init: str, clip_len: int, checkpoint: Path | None = None, num_classes: int = 7,
+          model_input: str = "rgb") -> torch.nn.Module:
+    """The recipe's model (``synthetic`` preset), untrained (``residual_init``, ``model_input``: rgb as the
+    first recipe, gray_diff as the recipe) or a run's checkpoint (its own input)."""
     from pespot.config import load_config
     from pespot.model.spotter import build_model
 
@@ -197,7 +201,8 @@ def build(residual_init: str, clip_len: int, checkpoint: Path | None = None, num
         from pespot.infer import load_predictor
 
         return load_predictor(checkpoint, device="cpu").model.eval()
-    cfg = load_config("synthetic", [f"model.residual_init={residual_init}", f"model.clip_len={clip_len}"])
+    cfg = load_config("synthetic", [f"model.residual_init={residual_init}", f"model.clip_len={clip_len}",
+                                    f"model.input={model_input}"])
     torch.manual_seed(0)
     return build_model(cfg, num_classes, load_weights=False).eval()
 
@@ -224,8 +229,8 @@ def stage_outputs(model: torch.nn.Module, frames: np.ndarray, size: int) -> dict
 def part_network(clip_len: int = 64) -> dict:
     """The ball's effect on each stage of the untrained backbone against frame-to-frame change; BN noise."""
     report: dict[str, Any] = {}
-    for init in ("live", "zero"):
-        model = build(init, clip_len)
+    for init, model_input in (("live", "rgb"), ("live", "gray_diff"), ("zero", "rgb")):
+        model = build(init, clip_len, model_input=model_input)
         for name, world in WORLDS.items():
             for size in (64, 128):
                 ratios: dict[str, list[float]] = {s: [] for s in (*STAGES, "pooled")}
@@ -243,14 +248,14 @@ def part_network(clip_len: int = 64) -> dict:
                         ball_effect = (a[s] - b[s]).flatten(1).norm(dim=1)
                         change = (c[s] - b[s]).flatten(1).norm(dim=1)
                         values.append(float((ball_effect / change.clamp_min(1e-8)).median()))
-                report[f"{init}/{name}/{size}px"] = {s: float(np.mean(v)) for s, v in ratios.items() if v}
+                report[f"{init}/{name}/{size}px/{model_input}"] = {s: float(np.mean(v)) for s, v in ratios.items() if v}
     report["batchnorm"] = bn_noise(clip_len)
     return report
 
 
 def bn_noise(clip_len: int) -> dict:
     """Spread of the first stage's BatchNorm batch means over batches of 2 and of 8 clips of ``clip_len`` frames
-    (court-top, untrained recipe model), relative to the spread of single frames: how noisy the statistics that
+    (court-top, untrained model with RGB input), relative to the spread of single frames: how noisy the statistics that
     normalise a small cue are at the recipe's batch size."""
     model = build("live", clip_len)
     bn = model.backbone.s1.b1.conv2.bn
@@ -355,9 +360,12 @@ def part_probe(runs: dict[str, Path], clip_len: int = 64) -> dict:
     from pespot.infer import find_checkpoint
 
     report: dict[str, Any] = {}
-    models: dict[str, Path | None] = {"untrained (live)": None, **runs}
-    for label, run in models.items():
-        model = build("live", clip_len, find_checkpoint(run) if run is not None else None)
+    models: dict[str, tuple[Path | None, str]] = {"untrained, rgb": (None, "rgb"),
+                                                  "untrained, gray_diff": (None, "gray_diff"),
+                                                  **{k: (v, "") for k, v in runs.items()}}
+    for label, (run, model_input) in models.items():
+        model = build("live", clip_len, find_checkpoint(run) if run is not None else None,
+                      model_input=model_input or "rgb")
         for name, world in WORLDS.items():
             feats: dict[str, dict[str, list]] = {"train": {}, "val": {}}
             for split, count in (("train", 8), ("val", 4)):
@@ -444,7 +452,7 @@ def markdown(report: dict) -> str:
                   ("||f(frame) - f(frame without the ball)|| / ||f(frame) - f(next frame without the ball)|| per "
                   "stage (median over 64 frames, mean over 3 clips): the ball's effect against what changes "
                   "anyway between frames. 1 = the ball moves the features as much as a frame step does."), "",
-                  "| init / world / input | " + " | ".join((*STAGES, "pooled")) + " |",
+                  "| init / world / size / input | " + " | ".join((*STAGES, "pooled")) + " |",
                   "|---|" + "---:|" * (len(STAGES) + 1)]
         for key, r in report["network"].items():
             if key == "batchnorm":
