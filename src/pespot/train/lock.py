@@ -27,19 +27,18 @@ class RunFolderBusyError(PespotError):
 
 
 class RunLock:
-    """Exclusive lock of a run folder (created if missing, and removed again if it is still empty on release)."""
+    """Exclusive lock of a run folder (created if missing, and removed again on release if it is still empty)."""
 
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
         self.path = self.folder / LOCK_NAME
         self._fd: int | None = None
-        self._created_folder = False
+        self._created: list[Path] = []  # the folders acquire created, deepest first
 
     def acquire(self) -> None:
         """Take the lock, or raise ``RunFolderBusyError`` naming the holder; nothing is written then."""
-        if not self.folder.exists():
-            self.folder.mkdir(parents=True)
-            self._created_folder = True
+        self._created = _missing_folders(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -66,9 +65,11 @@ class RunLock:
             self.path.unlink()  # before unlocking: a waiting process then re-opens a fresh file
         os.close(self._fd)  # releases the flock
         self._fd = None
-        if self._created_folder:
-            with contextlib.suppress(OSError):
-                self.folder.rmdir()  # only when empty: an error before anything was written leaves no folder
+        for folder in self._created:  # an error before anything was written leaves no folder behind
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                break
 
     def __enter__(self) -> Self:
         self.acquire()
@@ -76,6 +77,15 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def _same_file(fd: int, path: Path) -> bool:
