@@ -75,13 +75,16 @@ def check_run_folder_path(path: str | Path, resuming: bool) -> Path:
     return out
 
 
-def check_fresh_run_folder(out: Path) -> None:
-    """A new run starts in a missing or empty folder: it never mixes its files with a finished or foreign run's."""
+def check_fresh_run_folder(out: Path, checkpoints_only: bool = False) -> None:
+    """A new run starts in a missing or empty folder: it never mixes its files with a finished or foreign run's.
+    ``checkpoints_only`` refuses only a folder holding checkpoints (the other ranks of a torchrun run)."""
     for name in ("last.pt", "best.pt"):
         if (out / "checkpoints" / name).exists():
             raise ConfigError(f"{out}: run folder already holds checkpoints/{name}; continue it with "
                               f"--resume {out} or choose another folder with --set out=...")
-    found = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME) if out.is_dir() else []
+    if checkpoints_only or not out.is_dir():
+        return
+    found = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
     if found:
         shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
         raise ConfigError(f"{out}: run folder is not empty ({shown}) and holds no checkpoint to resume; remove "

@@ -64,12 +64,13 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
     the same folder is refused with a line naming the holder.
     """
     out = checks.check_run_folder_path(resume if resume is not None else cfg.out, resuming=resume is not None)
-    with RunLock(out) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext():
-        return _train(cfg, out, resume is not None, progress=progress, stop_after_steps=stop_after_steps,
+    rank0 = os.environ.get("RANK", "0") == "0"  # before the process group exists: torchrun's variable
+    with RunLock(out) if rank0 else contextlib.nullcontext():
+        return _train(cfg, out, resume is not None, rank0, progress=progress, stop_after_steps=stop_after_steps,
                       model=model, loss_fn=loss_fn)
 
 
-def _train(cfg: Config, out: Path, resuming: bool, *, progress: bool, stop_after_steps: int | None,
+def _train(cfg: Config, out: Path, resuming: bool, rank0: bool, *, progress: bool, stop_after_steps: int | None,
            model: nn.Module | None, loss_fn: nn.Module | None) -> dict[str, Any]:
     """``train`` in the locked run folder ``out``."""
     ckpt = ckpts.load_resume_checkpoint(out, cfg) if resuming else None
@@ -84,7 +85,8 @@ def _train(cfg: Config, out: Path, resuming: bool, *, progress: bool, stop_after
                         "so the validation mAP that train.criterion=map selects by is undefined; use "
                         "train.criterion=loss or a validation split with events")
     if ckpt is None:
-        check_fresh_run_folder(out)
+        # Other ranks may already see rank 0's first files: only rank 0 looks at more than the checkpoints.
+        check_fresh_run_folder(out, checkpoints_only=not rank0)
 
     info = ddp.setup(cfg.train.device)
     interrupt = Interrupt()
