@@ -17,6 +17,11 @@ class DataError(PespotError):
     """A bad label file, frame store or video."""
 
 
+class OutputError(PespotError):
+    """An output path that cannot be created: a folder where a file is expected (or the reverse), a path under a
+    file, a folder that is not writable."""
+
+
 def require_keys(obj: object, keys: tuple[str, ...], where: str) -> dict:
     """``obj`` when it is a JSON object holding every key of ``keys``; else a DataError naming ``where``."""
     if not isinstance(obj, dict):

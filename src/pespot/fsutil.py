@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pespot.errors import OutputError
+
 
 def _file_mode() -> int:
     """The mode ``open()`` gives a new file under the process umask (mkstemp's own is 0600, owner only)."""
@@ -59,3 +61,48 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
     """Write ``obj`` as JSON to ``path`` atomically."""
     write_text_atomic(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def check_writable_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a Path when a file can be written there (missing parent folders are created by the writers);
+    else an ``OutputError`` naming it and what was expected. Called before any work: no model is loaded for
+    outputs that cannot be written."""
+    path = _output_path(path, what)
+    if path.is_dir():
+        raise OutputError(f"{path}: {what}: expected a file, found a folder")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise OutputError(f"{path}: {what}: the file is not writable")
+    else:
+        _check_creatable(path, what)
+    return path
+
+
+def check_writable_dir(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a Path when files can be written in it (it is created if missing); else an ``OutputError``."""
+    path = _output_path(path, what)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: {what}: expected a folder, found a file")
+    if path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise OutputError(f"{path}: {what}: the folder is not writable")
+    else:
+        _check_creatable(path, what)
+    return path
+
+
+def _output_path(path: str | os.PathLike, what: str) -> Path:
+    if not str(path).strip():
+        raise OutputError(f"{what}: empty path")
+    return Path(path)
+
+
+def _check_creatable(path: Path, what: str) -> None:
+    """The nearest existing ancestor of a missing ``path`` must be a writable folder."""
+    ancestor = Path(os.path.abspath(path)).parent
+    while not ancestor.exists() and not ancestor.is_symlink() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"{path}: {what}: cannot be created, {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: {what}: cannot be created, folder {ancestor} is not writable")

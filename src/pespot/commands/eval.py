@@ -35,6 +35,7 @@ import sys
 from pathlib import Path
 
 from pespot.errors import PespotError
+from pespot.fsutil import check_writable_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate and print the report."""
     if args.run is not None and not args.choose_nms:
         raise PespotError("--run: only with --choose-nms (it stores the chosen NMS in the run)")
+    if args.plot is not None:
+        check_writable_dir(args.plot, "--plot folder")  # before the labels are read
     if args.soccernet:
         if args.choose_nms:
             raise PespotError("--choose-nms works on frame-tolerance mAP, not with --soccernet")

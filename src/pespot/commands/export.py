@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Export and print where, the clip length and the measured difference from PyTorch."""
     from pespot import export, infer
+    from pespot.fsutil import check_writable_file
 
     run_path = Path(args.run)
     if args.out:
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise DataError(f"{run_path}: give --out FILE when exporting a checkpoint file (a run folder defaults to "
                         f"{export.EXPORT_DIR}/{export.DEFAULT_NAMES[args.format]} inside it)")
+    check_writable_file(out, "exported model (--out)" if args.out else "exported model")
     predictor = infer.load_predictor(args.run, device="cpu")
     report = export.export_model(predictor, args.format, out, check=not args.no_check)
     summary = {"path": str(report.path), "format": report.format, "clip_len": report.clip_len,

@@ -52,7 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Extract, report each failure on one line, and print a summary."""
     from pespot.data.extract import extract_videos
+    from pespot.fsutil import check_writable_dir
 
+    check_writable_dir(args.out, "--out frame store")  # before any video is opened
     results = extract_videos(args.videos, args.out, height=args.height or None, fps=args.fps, fmt=args.format,
                              workers=args.workers, labels=args.labels, cut=args.cut)
     counts = {s: sum(r.status == s for r in results) for s in ("extracted", "skipped", "failed")}

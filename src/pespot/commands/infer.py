@@ -106,6 +106,18 @@ def nms_note(nms: dict, predictor) -> str | None:
     return f"NMS {describe_nms(nms['method'], nms['window'])}: chosen on validation ({predictor.nms_from})"
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every output can be written (checked before the model is loaded or a frame decoded)."""
+    from pespot.fsutil import check_writable_dir, check_writable_file
+
+    for path, what in ((args.out, "--out prediction JSON"), (args.csv, "--csv events file")):
+        if path is not None:
+            check_writable_file(path, what)
+    for path, what in ((args.soccernet, "--soccernet results folder"), (args.save_scores, "--save-scores folder")):
+        if path is not None:
+            check_writable_dir(path, what)
+
+
 @dataclass
 class _Job:
     """One video to run: its id, what it came from (for messages) and how to open its frames."""
@@ -125,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("nothing to write: give --out PRED.json (and/or --csv, --soccernet, --save-scores)")
     if args.fps is not None and args.fps <= 0:
         raise ConfigError(f"--fps: expected a positive frame rate, got {args.fps}")
+    check_outputs(args)
     classes = load_classes(args.classes) if args.classes else None
     predictor = load_engine(args, classes)
     ev = predictor.cfg.eval

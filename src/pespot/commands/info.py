@@ -17,7 +17,6 @@ import re
 from pathlib import Path
 
 from pespot.errors import PespotError
-from pespot.model.summary import format_table, model_info
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +61,7 @@ def _num_classes(cfg, given: int | None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Build the model on the meta device, count, print."""
     from pespot.config import apply_overrides, load_config, validate
+    from pespot.model.summary import format_table, model_info  # torch: imported only when the command runs
 
     cfg = load_config(args.config or args.preset or "paper", args.overrides)
     if args.clip_len is not None:

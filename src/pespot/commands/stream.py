@@ -84,9 +84,12 @@ def run(args: argparse.Namespace) -> int:
     from pespot.commands.infer import load_engine, nms_in_use, nms_note
     from pespot.data.labels import load_classes
     from pespot.export import engine_description
+    from pespot.fsutil import check_writable_file
 
     if args.fps is not None and args.fps <= 0:
         raise ConfigError(f"--fps: expected a positive frame rate, got {args.fps}")
+    if args.out is not None:
+        check_writable_file(args.out, "--out events file")  # before the model is loaded or the source opened
     classes = load_classes(args.classes) if args.classes else None
     predictor = load_engine(args, classes)
     # Options are checked (and the spotter built) before the source is opened or the output file created.

@@ -40,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
     """Generate the dataset and print a summary (events per class per split)."""
     from tqdm import tqdm
 
+    from pespot.fsutil import check_writable_dir
+
+    check_writable_dir(args.out, "dataset folder (OUT)")
     start = time.perf_counter()
     bar = None
     if not args.json:

@@ -7,6 +7,8 @@ from pathlib import Path
 from pespot.config import Config
 from pespot.data.labels import Video, load_classes, load_split
 from pespot.errors import ConfigError, DataError
+from pespot.fsutil import check_writable_dir
+from pespot.train.lock import LOCK_NAME
 
 
 def load_run_classes(cfg: Config, ckpt: dict | None) -> list[str]:
@@ -63,8 +65,27 @@ def check_train_config(cfg: Config) -> None:
                           "validation loss")
 
 
-def check_fresh_run_folder(out: Path) -> None:
+def check_run_folder_path(path: str | Path, resuming: bool) -> Path:
+    """The run folder as a Path, when it is (or can be created as) a writable folder; checked before anything."""
+    if not str(path).strip():
+        raise ConfigError("config key 'out': empty; give a run folder, e.g. --set out=runs/tennis")
+    out = check_writable_dir(path, "run folder" if resuming else "run folder (config key 'out')")
+    if resuming and not out.is_dir():
+        raise DataError(f"{out}: nothing to resume (no checkpoints/last.pt)")
+    return out
+
+
+def check_fresh_run_folder(out: Path, checkpoints_only: bool = False) -> None:
+    """A new run starts in a missing or empty folder: it never mixes its files with a finished or foreign run's.
+    ``checkpoints_only`` refuses only a folder holding checkpoints (the other ranks of a torchrun run)."""
     for name in ("last.pt", "best.pt"):
         if (out / "checkpoints" / name).exists():
             raise ConfigError(f"{out}: run folder already holds checkpoints/{name}; continue it with "
                               f"--resume {out} or choose another folder with --set out=...")
+    if checkpoints_only or not out.is_dir():
+        return
+    found = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
+    if found:
+        shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+        raise ConfigError(f"{out}: run folder is not empty ({shown}) and holds no checkpoint to resume; remove "
+                          "it or choose another folder with --set out=...")

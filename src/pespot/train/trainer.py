@@ -20,7 +20,9 @@ rank's candidates, validation is sharded, only rank 0 writes.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -36,6 +38,7 @@ from pespot.data import loader as data
 from pespot.data.labels import Video, save_classes
 from pespot.errors import DataError
 from pespot.train import checkpoint as ckpts
+from pespot.train import checks
 from pespot.train import distributed as ddp
 from pespot.train import history as hist
 from pespot.train.checks import check_fresh_run_folder, check_train_config, load_run_classes, load_splits
@@ -44,6 +47,7 @@ from pespot.train.guards import Interrupt, NonFiniteLossError, check_finite, dis
 from pespot.train.history import SELECTION_TOLERANCES, LossSums
 from pespot.train.init import init_from_run
 from pespot.train.job import Job, TrainState, autocast_factory
+from pespot.train.lock import RunLock
 from pespot.train.validate import evaluate_loss, evaluate_map
 
 
@@ -55,9 +59,21 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
     ``stop_after_steps`` stops after that many optimiser steps in total, exactly as a Ctrl-C would (a checkpoint,
     mid-epoch if need be). ``model`` / ``loss_fn`` replace the spotter and the loss ``cfg`` describes (a custom
     model, or an instrumented one). Config and data errors are raised before any work is done.
+
+    The run folder is locked for the whole run (``lock.RunLock``; rank 0 only under torchrun): a second run in
+    the same folder is refused with a line naming the holder.
     """
-    out = Path(resume) if resume is not None else Path(cfg.out)
-    ckpt = ckpts.load_resume_checkpoint(out, cfg) if resume is not None else None
+    out = checks.check_run_folder_path(resume if resume is not None else cfg.out, resuming=resume is not None)
+    rank0 = os.environ.get("RANK", "0") == "0"  # before the process group exists: torchrun's variable
+    with RunLock(out) if rank0 else contextlib.nullcontext():
+        return _train(cfg, out, resume is not None, rank0, progress=progress, stop_after_steps=stop_after_steps,
+                      model=model, loss_fn=loss_fn)
+
+
+def _train(cfg: Config, out: Path, resuming: bool, rank0: bool, *, progress: bool, stop_after_steps: int | None,
+           model: nn.Module | None, loss_fn: nn.Module | None) -> dict[str, Any]:
+    """``train`` in the locked run folder ``out``."""
+    ckpt = ckpts.load_resume_checkpoint(out, cfg) if resuming else None
     cfg.out = str(out)
     classes = load_run_classes(cfg, ckpt)
     train_videos, val_videos = load_splits(cfg, classes)
@@ -69,7 +85,8 @@ def train(cfg: Config, resume: str | Path | None = None, *, progress: bool = Tru
                         "so the validation mAP that train.criterion=map selects by is undefined; use "
                         "train.criterion=loss or a validation split with events")
     if ckpt is None:
-        check_fresh_run_folder(out)
+        # Other ranks may already see rank 0's first files: only rank 0 looks at more than the checkpoints.
+        check_fresh_run_folder(out, checkpoints_only=not rank0)
 
     info = ddp.setup(cfg.train.device)
     interrupt = Interrupt()
