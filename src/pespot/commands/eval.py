@@ -122,6 +122,7 @@ def _load_frames_inputs(args: argparse.Namespace) -> tuple[list, list, list[str]
     classes = _classes_for(truth_path, args.classes)
     truth = load_split(truth_path, classes)
     pred = load_split(pred_path, predictions=True)
+    _check_not_swapped(truth, pred, truth_path, pred_path)
     # Without a class list the checks that need none still run here, so that a duplicated video or an event
     # outside its video is reported with the file and entry rather than by the metric.
     validate_split(truth, classes, str(truth_path))
@@ -138,6 +139,18 @@ def _load_frames_inputs(args: argparse.Namespace) -> tuple[list, list, list[str]
                 raise PespotError(f"{pred_path}: entry {vi} (video '{v.video}'), event {i}: 'score' must be a "
                                   f"finite number, got {e.score!r}")
     return truth, pred, classes
+
+
+def _check_not_swapped(truth: list, pred: list, truth_path: Path, pred_path: Path) -> None:
+    """TRUTH comes first: a PRED without any score next to a TRUTH whose events all have one was given the other
+    way round."""
+    truth_events = [e for v in truth for e in v.events]
+    pred_events = [e for v in pred for e in v.events]
+    pred_scored = any(e.score is not None for e in pred_events)
+    truth_scored = bool(truth_events) and all(e.score is not None for e in truth_events)
+    if pred_events and not pred_scored and truth_scored:
+        raise PespotError(f"{pred_path}: has no scores but {truth_path} does: TRUTH and PRED look swapped; "
+                          f"the truth comes first: pespot eval {pred_path} {truth_path}")
 
 
 def _run_frames(args: argparse.Namespace) -> int:
