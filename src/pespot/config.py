@@ -429,6 +429,17 @@ def preset_defaults(name: str) -> Config:
     return from_dict(_resolve_file(_preset_path(name)))
 
 
+def run_default(key: str, nms_json: bool = False) -> str:
+    """How a help text names a default that the run's config decides: "the run's KEY; pespot's default V" (V from
+    ``Config()``, so it cannot drift); ``nms_json``: the run's ``nms.json``, when it has one, comes first."""
+    value: Any = Config()
+    for part in key.split("."):
+        value = getattr(value, part)
+    shown = "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+    first = "the run's nms.json when it has one (eval --choose-nms --run, eval.choose_nms), else " if nms_json else ""
+    return f"{first}the run's {key}; pespot's default {shown}"
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``a.b=c`` -> (['a', 'b'], value parsed as YAML)."""
     if "=" not in item:

@@ -39,6 +39,9 @@ from pespot.errors import PespotError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``pespot eval``."""
+    from pespot.config import EvalConfig
+
+    tolerances, nms_windows = EvalConfig().tolerances, EvalConfig().nms_windows
     parser.add_argument("truth", metavar="TRUTH", help="truth split JSON (E2E-Spot format), or with --soccernet "
                         "the labels root")
     parser.add_argument("pred", metavar="PRED", help="prediction JSON, or with --soccernet the predictions root "
@@ -47,28 +50,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="official SoccerNet average-mAP: TRUTH = LABELS_ROOT, PRED = PRED_ROOT or PRED.json")
     parser.add_argument("--classes", metavar="CLASS_TXT", help="class list (default: class.txt next to TRUTH, "
                         "else the truth's labels; with --soccernet: SoccerNet-v2's 17 classes)")
-    parser.add_argument("--tolerances", type=int, nargs="+", default=[0, 1, 2, 4], metavar="T",
-                        help="tolerances in frames (default 0 1 2 4)")
+    parser.add_argument("--tolerances", type=int, nargs="+", default=list(tolerances), metavar="T",
+                        help=f"tolerances in frames (default {' '.join(map(str, tolerances))})")
     parser.add_argument("--nms", type=int, metavar="W", help="also evaluate after NMS with a window of W frames")
     parser.add_argument("--nms-method", default="local_max", choices=["local_max", "greedy", "soft"],
-                        help="NMS used by --nms (default local_max, E2E-Spot's)")
+                        help="NMS used by --nms; local_max is E2E-Spot's (default %(default)s)")
     parser.add_argument("--choose-nms", action="store_true",
                         help="TRUTH = a validation split, PRED = its predictions without NMS: pick the NMS method "
                              "and window with the highest mean mAP over --tolerances; prints the table")
-    parser.add_argument("--nms-windows", type=int, nargs="+", default=[1, 2, 4, 8, 16], metavar="W",
-                        help="windows (frames) tried by --choose-nms (default 1 2 4 8 16)")
+    parser.add_argument("--nms-windows", type=int, nargs="+", default=list(nms_windows), metavar="W",
+                        help=f"windows (frames) tried by --choose-nms (default {' '.join(map(str, nms_windows))})")
     parser.add_argument("--run", metavar="RUN", help="with --choose-nms: store the choice in RUN/nms.json, which "
                         "pespot infer and pespot stream then use for that run")
     parser.add_argument("--plot", metavar="DIR", help="write figures: per-class AP bars and event timelines")
     parser.add_argument("--videos", nargs="+", metavar="ID", help="videos for the timelines (default: the first 3)")
     parser.add_argument("--metric", default="tight", choices=["tight", "loose", "at1", "at2", "at3", "at4", "at5"],
-                        help="SoccerNet metric (default tight)")
+                        help="SoccerNet metric (default %(default)s)")
     parser.add_argument("--framerate", type=float, default=2, help="SoccerNet evaluation bins per second "
-                        "(default 2)")
+                        "(default %(default)g)")
     parser.add_argument("--fps", type=float, help="frame rate of a PRED.json given with --soccernet "
                         "(default: each video's fps)")
-    parser.add_argument("--label-file", default="Labels-v2.json", help="SoccerNet label file name")
-    parser.add_argument("--prediction-file", default="results_spotting.json", help="SoccerNet prediction file name")
+    parser.add_argument("--label-file", default="Labels-v2.json", help="SoccerNet label file name (default %(default)s)")
+    parser.add_argument("--prediction-file", default="results_spotting.json", help="SoccerNet prediction file name (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
