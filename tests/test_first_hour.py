@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -145,3 +146,16 @@ def test_epoch_line_prints_map_as_a_percentage():
     record = {"epoch": 1, "train_total": 0.5, "val_map": {"0": 0.25, "2": 0.5}, "lr": 1e-3, "seconds": 3,
               "best": True}
     assert "val mAP @0=25.00 @2=50.00 %" in epoch_line(record, 1)
+
+
+def test_troubleshooting_quotes_messages_the_code_prints():
+    """Each heading of docs/troubleshooting.md quotes a fragment of a message that src/pespot/ still prints, and the
+    README links the page."""
+    root = Path(__file__).resolve().parents[1]
+    doc = (root / "docs" / "troubleshooting.md").read_text()
+    source = "\n".join(p.read_text() for p in (root / "src" / "pespot").rglob("*.py"))
+    quoted = re.findall(r"^### `([^`]+)`", doc, flags=re.MULTILINE)
+    assert len(quoted) >= 8
+    for fragment in quoted:
+        assert fragment in source, fragment
+    assert "docs/troubleshooting.md" in (root / "README.md").read_text()
