@@ -226,10 +226,12 @@ def run_demo(out: str | Path = "runs/demo", preset: str = "small", minutes: floa
         cfg.train.clips_per_epoch = clips_per_epoch
     measured = "" if math.isnan(per_step) else f" ({per_step:.2f} s/step measured)"
     deviations = recipe_deviations(cfg)
+    from pespot.train.history import plural
+
     _stage(2, 4, f"train the paper's model ({cfg.model.temporal_module} + {cfg.model.temporal_head} + "
               f"{cfg.loss.classification} + {cfg.loss.contrastive} + {cfg.optim.sam}) from random initialisation "
-              f"at {cfg.data.height}px, clip {cfg.model.clip_len}: {cfg.train.epochs} epochs x "
-              f"{clips_per_epoch // cfg.train.batch_size} steps of {cfg.train.batch_size} clips{measured} -> "
+              f"at {cfg.data.height}px, clip {cfg.model.clip_len}: {plural(cfg.train.epochs, 'epoch')} x "
+              f"{plural(clips_per_epoch // cfg.train.batch_size, 'step')} of {cfg.train.batch_size} clips{measured} -> "
               f"{run_dir}", start, budget_s)
     print("  the from-scratch CPU recipe differs from the paper's training recipe in (key: paper -> here; "
           "docs/results/recipe.md says why):", flush=True)

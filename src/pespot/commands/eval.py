@@ -105,7 +105,7 @@ def _table(result, title: str) -> str:
     tols = result.tolerances
     names = list(result.per_class)
     width = max([len("Avg mAP (across tolerances)")] + [len(n) for n in names])
-    lines = [title, f"{'AP @ tol':<{width}}  " + "  ".join(f"{t:>7}" for t in tols)]
+    lines = [f"{title} (%)", f"{'AP @ tol':<{width}}  " + "  ".join(f"{t:>7}" for t in tols)]
     lines.append("-" * len(lines[-1]))
     for name in names:
         lines.append(f"{name:<{width}}  " + "  ".join(f"{result.per_class[name][t] * 100:7.2f}" for t in tols))
@@ -294,7 +294,7 @@ def _run_soccernet(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"SoccerNet average-mAP ({args.metric}, deltas {result['deltas']} s, {result['games']} games)")
+    print(f"SoccerNet average-mAP (%) ({args.metric}, deltas {result['deltas']} s, {result['games']} games)")
     print(f"  a_mAP          {result['a_mAP'] * 100:6.2f}")
     print(f"  a_mAP visible  {result['a_mAP_visible'] * 100:6.2f}")
     print(f"  a_mAP unshown  {result['a_mAP_unshown'] * 100:6.2f}")
