@@ -51,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     from pespot.errors import PespotError
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except KeyboardInterrupt:  # Ctrl-C while the commands load (torch takes seconds): one line, no traceback
+        print("pespot: interrupted", file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     if getattr(args, "_module", None) is None:
         parser.print_help()

@@ -8,6 +8,7 @@ The resolved config is saved as ``config.yaml`` in every run folder.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,9 +291,11 @@ def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(
-            f"unknown config key '{prefix}{unknown[0]}' (known under '{prefix or '.'}': {', '.join(sorted(names))})"
-        )
+        key = prefix + unknown[0]
+        close = closest_keys(key)
+        hint = (f"did you mean {' or '.join(close)}?" if close
+                else f"known under '{prefix or '.'}': {', '.join(sorted(names))}")
+        raise ConfigError(f"unknown config key '{key}' ({hint})")
     kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in data.items()}
     return cls(**kwargs)
 
@@ -343,8 +346,35 @@ def list_presets() -> list[str]:
 def _preset_path(name: str) -> Path:
     path = PRESET_DIR / f"{name}.yaml"
     if not path.is_file():
-        raise ConfigError(f"unknown preset '{name}' (known: {', '.join(list_presets())})")
+        presets = list_presets()
+        close = difflib.get_close_matches(name, presets, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}?" if close else f"known: {', '.join(presets)}"
+        raise ConfigError(f"unknown preset '{name}' ({hint})")
     return path
+
+
+def config_keys(cfg: Any = None, prefix: str = "") -> list[str]:
+    """Every dotted leaf key of a config (``train.epochs``, ``model.astrm.beta``, ...)."""
+    cfg = Config() if cfg is None else cfg
+    keys = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += config_keys(value, f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def closest_keys(key: str, n: int = 3) -> list[str]:
+    """The known config keys closest to a mistyped ``key`` (difflib), best first; [] when none is close."""
+    keys = config_keys()
+    close = difflib.get_close_matches(key, keys, n=n, cutoff=0.75)
+    if not close:  # the last part alone: 'train.epoch' -> 'train.epochs', 'epochs' -> 'train.epochs'
+        leaf = key.rsplit(".", 1)[-1]
+        by_leaf = {k.rsplit(".", 1)[-1]: k for k in keys}
+        close = [by_leaf[m] for m in difflib.get_close_matches(leaf, list(by_leaf), n=n, cutoff=0.8)]
+    return close
 
 
 def _read_yaml(path: Path) -> dict:
@@ -393,6 +423,23 @@ def load_config(source: str | Path | None = None, overrides: list[str] | None = 
     return cfg
 
 
+def preset_defaults(name: str) -> Config:
+    """A preset's values without the checks of ``load_config`` (and without importing the registered parts):
+    for help texts that print a preset's defaults."""
+    return from_dict(_resolve_file(_preset_path(name)))
+
+
+def run_default(key: str, nms_json: bool = False) -> str:
+    """How a help text names a default that the run's config decides: "the run's KEY; pespot's default V" (V from
+    ``Config()``, so it cannot drift); ``nms_json``: the run's ``nms.json``, when it has one, comes first."""
+    value: Any = Config()
+    for part in key.split("."):
+        value = getattr(value, part)
+    shown = "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+    first = "the run's nms.json when it has one (eval --choose-nms --run, eval.choose_nms), else " if nms_json else ""
+    return f"{first}the run's {key}; pespot's default {shown}"
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``a.b=c`` -> (['a', 'b'], value parsed as YAML)."""
     if "=" not in item:
@@ -416,12 +463,18 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         node = data
         for i, part in enumerate(parts[:-1]):
             if not isinstance(node.get(part), dict):
-                raise ConfigError(f"--set {item}: unknown config key '{'.'.join(parts[: i + 1])}'")
+                raise ConfigError(f"--set {item}: unknown config key '{'.'.join(parts[: i + 1])}'"
+                                  f"{_did_you_mean('.'.join(parts))}")
             node = node[part]
         if parts[-1] not in node:
-            raise ConfigError(f"--set {item}: unknown config key '{'.'.join(parts)}'")
+            raise ConfigError(f"--set {item}: unknown config key '{'.'.join(parts)}'{_did_you_mean('.'.join(parts))}")
         node[parts[-1]] = value
     return _from_dict(Config, data)
+
+
+def _did_you_mean(key: str) -> str:
+    close = closest_keys(key)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
 def config_differences(a: Config, b: Config, keys: tuple[str, ...]) -> list[tuple[str, Any, Any]]:

@@ -3,13 +3,12 @@
 What ``pespot demo`` (and ``make demo``) runs on a fresh machine with no network and no GPU:
 
 1. ``pespot synth`` writes the ``small`` synthetic dataset (64x64 frames at 25 fps; docs/synthetic.md);
-2. ``pespot train`` trains the paper's model (ASTRM + Bi-GRU + BCE + SoftIC + ASAM, random initialisation) with
-   the ``synthetic`` preset: reduced clip length (32 frames) and frame size (64x64) so that it fits the CPU, and
-   BCE's positive term on the event classes weighted 5 (the paper's BCE: 1; see configs/synthetic.yaml). By
-   default the number of optimiser steps is fixed per preset (``DEFAULT_STEPS``: same result on every machine,
-   280 steps for ``small``: about 14 minutes of training at 3 s per step on 2 idle CPU cores, measured); with
-   ``minutes`` it is sized from a short calibration of the step time so that the whole demo takes about that
-   long;
+2. ``pespot train`` trains the paper's model (ASTRM + Bi-GRU + BCE + SoftIC, random initialisation) with the
+   ``synthetic`` preset's from-scratch recipe (configs/synthetic.yaml: small frames and clips, no ASAM; the demo
+   prints every deviation from the paper's recipe). By default the number of optimiser steps is fixed per preset
+   (``DEFAULT_STEPS``: same result on every machine; ``MEASURED_MINUTES`` says how long it took); ``steps``
+   chooses another number (``demo_steps``); with ``minutes`` it is sized from a short calibration of the step
+   time so that the whole demo takes about that long;
 3. ``pespot infer`` spots events in the test split's videos (sliding windows with half overlap, local-maximum NMS);
 4. ``pespot eval`` scores them (mAP at tolerances 0, 1, 2, 4 frames, per class) and so does the same evaluation
    on a trivial baseline that predicts every frame of every class with that class's training frequency as its
@@ -39,6 +38,16 @@ TRAIN_SHARE = 0.75
 # small: 480 steps fit `make demo` on a fresh clone of an idle 2-core machine in 15 minutes with the install
 # (docs/results/demo.md).
 DEFAULT_STEPS = {"tiny": 16, "small": 480, "bench": 1200}
+# Wall time of `make demo` (default steps, small) on a fresh clone of the idle 2-core machine, venv install included
+# (docs/results/demo.md); the help and the README quote it.
+MEASURED_MINUTES = {"small": 11.4}
+
+
+def demo_steps(steps: int, epochs: int) -> tuple[int, int]:
+    """(epochs, steps per epoch) that train ``steps`` optimiser steps in at most ``epochs`` epochs: fewer steps
+    than epochs train one epoch per step (exact); more are rounded down to a multiple of ``epochs``."""
+    epochs = min(epochs, steps)
+    return epochs, steps // epochs
 
 
 def demo_config(data_root: Path, run_dir: Path, device: str, seed: int, overrides: list[str] | None = None) -> Config:
@@ -206,7 +215,8 @@ def run_demo(out: str | Path = "runs/demo", preset: str = "small", minutes: floa
         clips_per_epoch = cfg.clips_per_epoch
     elif minutes is None:
         per_step = float("nan")
-        clips_per_epoch = max(1, (steps or DEFAULT_STEPS[preset]) // cfg.train.epochs) * cfg.train.batch_size
+        cfg.train.epochs, per_epoch = demo_steps(steps or DEFAULT_STEPS[preset], cfg.train.epochs)
+        clips_per_epoch = per_epoch * cfg.train.batch_size
         cfg.train.clips_per_epoch = clips_per_epoch
     else:
         per_step = seconds_per_step(cfg, len(classes))
@@ -216,10 +226,12 @@ def run_demo(out: str | Path = "runs/demo", preset: str = "small", minutes: floa
         cfg.train.clips_per_epoch = clips_per_epoch
     measured = "" if math.isnan(per_step) else f" ({per_step:.2f} s/step measured)"
     deviations = recipe_deviations(cfg)
+    from pespot.train.history import plural
+
     _stage(2, 4, f"train the paper's model ({cfg.model.temporal_module} + {cfg.model.temporal_head} + "
               f"{cfg.loss.classification} + {cfg.loss.contrastive} + {cfg.optim.sam}) from random initialisation "
-              f"at {cfg.data.height}px, clip {cfg.model.clip_len}: {cfg.train.epochs} epochs x "
-              f"{clips_per_epoch // cfg.train.batch_size} steps of {cfg.train.batch_size} clips{measured} -> "
+              f"at {cfg.data.height}px, clip {cfg.model.clip_len}: {plural(cfg.train.epochs, 'epoch')} x "
+              f"{plural(clips_per_epoch // cfg.train.batch_size, 'step')} of {cfg.train.batch_size} clips{measured} -> "
               f"{run_dir}", start, budget_s)
     print("  the from-scratch CPU recipe differs from the paper's training recipe in (key: paper -> here; "
           "docs/results/recipe.md says why):", flush=True)

@@ -46,6 +46,9 @@ import numpy as np
 from pespot.data.labels import Event
 from pespot.errors import ConfigError, DataError
 
+# greedy/soft NMS in a stream: a decision still open after this many clip lengths is forced (--max-delay)
+MAX_DELAY_CLIPS = 10
+
 NOT_CANDIDATE, UNDECIDED, KEPT, DROPPED = -1, 0, 1, 2
 NETWORK_SCHEMES = ("http://", "https://", "rtsp://", "rtsps://", "rtmp://", "udp://", "tcp://", "srt://", "rtp://")
 DEFAULT_TIMEOUT = 10.0  # seconds without data before a source counts as stalled
@@ -604,7 +607,7 @@ class StreamSpotter:
         self.finaliser = EventFinaliser(
             predictor.classes, ev.threshold if threshold is None else threshold, ev.nms if nms is None else nms,
             ev.nms_window if nms_window is None else nms_window,
-            10 * predictor.clip_len if max_delay is None else max_delay)
+            MAX_DELAY_CLIPS * predictor.clip_len if max_delay is None else max_delay)
         self.max_latency = 0
 
     @property

@@ -1,13 +1,8 @@
-"""`pespot demo`: the main job end to end on the embedded default, with no network and no GPU needed.
+"""`pespot demo`: the main job end to end on a synthetic dataset, with no network and no GPU needed.
 
-Generates the `small` synthetic dataset, trains the paper's model on it (reduced clip length 32 and frame size
-64x64 so that it fits two CPU cores; BCE's positive term weighted 5, the paper's BCE has 1), runs `pespot infer` on the test split, evaluates it and prints mAP at
-tolerances 0, 1, 2, 4 and per-class AP next to a trivial baseline (every frame scored by the class frequency).
-Plots, predictions and results.json/results.md go into OUT/run. On a CUDA machine training uses the GPU.
-
-    pespot demo                       # about 20 minutes on 2 CPU cores
-    pespot demo --minutes 5 --preset tiny --out runs/demo-tiny
-    pespot demo --steps 400 --out runs/demo-400   # a longer run than the default 280 steps
+Generates a synthetic dataset, trains the paper's model on it with the ``synthetic`` preset's from-scratch recipe,
+runs `pespot infer` on the test split, evaluates it and prints mAP at tolerances 0, 1, 2, 4 and per-class AP next
+to a trivial baseline (every frame scored by the class frequency). `pespot demo --help` prints the numbers.
 """
 
 from __future__ import annotations
@@ -18,23 +13,53 @@ import json
 import sys
 
 
+def describe(steps: dict[str, int], minutes: dict[str, float], epochs: int, clip_len: int, height: int,
+             batch_size: int) -> str:
+    """The description ``pespot demo --help`` prints, from the demo's and the ``synthetic`` preset's values."""
+    return f"""The main job end to end on a synthetic dataset, with no network and no GPU needed.
+
+Generates the synthetic dataset (--preset, default small), trains the paper's model on it from random
+initialisation with the `synthetic` preset's from-scratch recipe (clip length {clip_len}, {height}x{height} frames,
+batch {batch_size}, {epochs} epochs; configs/synthetic.yaml, and the demo prints how it differs from the paper's
+recipe), runs `pespot infer` on the test split, evaluates it and prints mAP at tolerances 0, 1, 2, 4 and per-class
+AP next to a trivial baseline (every frame scored by the class frequency). Plots, predictions and
+results.json/results.md go into OUT/run. On a CUDA machine training uses the GPU.
+
+    pespot demo                       # {steps['small']} steps, about {round(minutes['small'])} minutes on 2 CPU cores
+    pespot demo --minutes 5 --preset tiny --out runs/demo-tiny
+    pespot demo --steps {2 * steps['small']} --out runs/demo-long   # a longer run than the default {steps['small']} steps
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/demo", help="demo folder (data/ and run/ go in it); default runs/demo")
-    parser.add_argument("--preset", default="small", choices=("tiny", "small", "bench"),
-                        help="synthetic dataset preset; default small")
+    """Arguments of ``pespot demo``; every number in the help comes from the code."""
+    from pespot.config import preset_defaults
+    from pespot.demo import DEFAULT_STEPS, MEASURED_MINUTES
+
+    train = preset_defaults("synthetic")
+    epochs = train.train.epochs
+    parser.description = describe(DEFAULT_STEPS, MEASURED_MINUTES, epochs, train.model.clip_len,
+                                  train.data.height, train.train.batch_size)
+    per_preset = ", ".join(f"{k} {v}" for k, v in DEFAULT_STEPS.items())
+    parser.add_argument("--out", default="runs/demo", help="demo folder (data/ and run/ go in it) (default %(default)s)")
+    parser.add_argument("--preset", default="small", choices=tuple(DEFAULT_STEPS),
+                        help="synthetic dataset preset (default %(default)s)")
     parser.add_argument("--minutes", type=float, default=None,
                         help="approximate time budget: the training steps are sized to fit it from a short "
-                             "calibration (default: a fixed number of steps per preset, ~20 minutes on 2 CPU cores "
-                             "for small)")
+                             f"calibration (default: a fixed number of steps per preset: {per_preset}; small took "
+                             f"about {round(MEASURED_MINUTES['small'])} minutes on 2 CPU cores)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="optimiser steps instead of the preset's fixed number (rounded down to a multiple of "
-                             "the 5 epochs); not with --minutes")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the data and the training")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N")
+                        help=f"optimiser steps instead of the preset's fixed number, spread over the synthetic "
+                             f"preset's {epochs} epochs: rounded down to a multiple of {epochs}; fewer than {epochs} "
+                             f"steps train one epoch per step (exactly that many steps); not with --minutes")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and the training (default %(default)s)")
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA when present) | cpu | cuda | cuda:N (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object at the end")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the demo; with ``--json`` the report goes to stderr and one JSON object to stdout."""
     from pespot.demo import run_demo
 
     # With --json, the human-readable report goes to stderr so that stdout holds one JSON object.

@@ -40,6 +40,9 @@ from pespot.fsutil import check_writable_dir
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``pespot eval``."""
+    from pespot.config import EvalConfig
+
+    tolerances, nms_windows = EvalConfig().tolerances, EvalConfig().nms_windows
     parser.add_argument("truth", metavar="TRUTH", help="truth split JSON (E2E-Spot format), or with --soccernet "
                         "the labels root")
     parser.add_argument("pred", metavar="PRED", help="prediction JSON, or with --soccernet the predictions root "
@@ -48,28 +51,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="official SoccerNet average-mAP: TRUTH = LABELS_ROOT, PRED = PRED_ROOT or PRED.json")
     parser.add_argument("--classes", metavar="CLASS_TXT", help="class list (default: class.txt next to TRUTH, "
                         "else the truth's labels; with --soccernet: SoccerNet-v2's 17 classes)")
-    parser.add_argument("--tolerances", type=int, nargs="+", default=[0, 1, 2, 4], metavar="T",
-                        help="tolerances in frames (default 0 1 2 4)")
+    parser.add_argument("--tolerances", type=int, nargs="+", default=list(tolerances), metavar="T",
+                        help=f"tolerances in frames (default {' '.join(map(str, tolerances))})")
     parser.add_argument("--nms", type=int, metavar="W", help="also evaluate after NMS with a window of W frames")
     parser.add_argument("--nms-method", default="local_max", choices=["local_max", "greedy", "soft"],
-                        help="NMS used by --nms (default local_max, E2E-Spot's)")
+                        help="NMS used by --nms; local_max is E2E-Spot's (default %(default)s)")
     parser.add_argument("--choose-nms", action="store_true",
                         help="TRUTH = a validation split, PRED = its predictions without NMS: pick the NMS method "
                              "and window with the highest mean mAP over --tolerances; prints the table")
-    parser.add_argument("--nms-windows", type=int, nargs="+", default=[1, 2, 4, 8, 16], metavar="W",
-                        help="windows (frames) tried by --choose-nms (default 1 2 4 8 16)")
+    parser.add_argument("--nms-windows", type=int, nargs="+", default=list(nms_windows), metavar="W",
+                        help=f"windows (frames) tried by --choose-nms (default {' '.join(map(str, nms_windows))})")
     parser.add_argument("--run", metavar="RUN", help="with --choose-nms: store the choice in RUN/nms.json, which "
                         "pespot infer and pespot stream then use for that run")
     parser.add_argument("--plot", metavar="DIR", help="write figures: per-class AP bars and event timelines")
     parser.add_argument("--videos", nargs="+", metavar="ID", help="videos for the timelines (default: the first 3)")
     parser.add_argument("--metric", default="tight", choices=["tight", "loose", "at1", "at2", "at3", "at4", "at5"],
-                        help="SoccerNet metric (default tight)")
+                        help="SoccerNet metric (default %(default)s)")
     parser.add_argument("--framerate", type=float, default=2, help="SoccerNet evaluation bins per second "
-                        "(default 2)")
+                        "(default %(default)g)")
     parser.add_argument("--fps", type=float, help="frame rate of a PRED.json given with --soccernet "
                         "(default: each video's fps)")
-    parser.add_argument("--label-file", default="Labels-v2.json", help="SoccerNet label file name")
-    parser.add_argument("--prediction-file", default="results_spotting.json", help="SoccerNet prediction file name")
+    parser.add_argument("--label-file", default="Labels-v2.json", help="SoccerNet label file name (default %(default)s)")
+    parser.add_argument("--prediction-file", default="results_spotting.json", help="SoccerNet prediction file name (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -105,7 +108,7 @@ def _table(result, title: str) -> str:
     tols = result.tolerances
     names = list(result.per_class)
     width = max([len("Avg mAP (across tolerances)")] + [len(n) for n in names])
-    lines = [title, f"{'AP @ tol':<{width}}  " + "  ".join(f"{t:>7}" for t in tols)]
+    lines = [f"{title} (%)", f"{'AP @ tol':<{width}}  " + "  ".join(f"{t:>7}" for t in tols)]
     lines.append("-" * len(lines[-1]))
     for name in names:
         lines.append(f"{name:<{width}}  " + "  ".join(f"{result.per_class[name][t] * 100:7.2f}" for t in tols))
@@ -125,6 +128,7 @@ def _load_frames_inputs(args: argparse.Namespace) -> tuple[list, list, list[str]
     classes = _classes_for(truth_path, args.classes)
     truth = load_split(truth_path, classes)
     pred = load_split(pred_path, predictions=True)
+    _check_not_swapped(truth, pred, truth_path, pred_path)
     # Without a class list the checks that need none still run here, so that a duplicated video or an event
     # outside its video is reported with the file and entry rather than by the metric.
     validate_split(truth, classes, str(truth_path))
@@ -141,6 +145,18 @@ def _load_frames_inputs(args: argparse.Namespace) -> tuple[list, list, list[str]
                 raise PespotError(f"{pred_path}: entry {vi} (video '{v.video}'), event {i}: 'score' must be a "
                                   f"finite number, got {e.score!r}")
     return truth, pred, classes
+
+
+def _check_not_swapped(truth: list, pred: list, truth_path: Path, pred_path: Path) -> None:
+    """TRUTH comes first: a PRED without any score next to a TRUTH whose events all have one was given the other
+    way round."""
+    truth_events = [e for v in truth for e in v.events]
+    pred_events = [e for v in pred for e in v.events]
+    pred_scored = any(e.score is not None for e in pred_events)
+    truth_scored = bool(truth_events) and all(e.score is not None for e in truth_events)
+    if pred_events and not pred_scored and truth_scored:
+        raise PespotError(f"{pred_path}: has no scores but {truth_path} does: TRUTH and PRED look swapped; "
+                          f"the truth comes first: pespot eval {pred_path} {truth_path}")
 
 
 def _run_frames(args: argparse.Namespace) -> int:
@@ -281,7 +297,7 @@ def _run_soccernet(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"SoccerNet average-mAP ({args.metric}, deltas {result['deltas']} s, {result['games']} games)")
+    print(f"SoccerNet average-mAP (%) ({args.metric}, deltas {result['deltas']} s, {result['games']} games)")
     print(f"  a_mAP          {result['a_mAP'] * 100:6.2f}")
     print(f"  a_mAP visible  {result['a_mAP_visible'] * 100:6.2f}")
     print(f"  a_mAP unshown  {result['a_mAP_unshown'] * 100:6.2f}")

@@ -34,10 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``pespot extract``."""
     parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video files or directories of videos")
     parser.add_argument("--out", required=True, metavar="DIR", help="frame store to write into")
-    parser.add_argument("--height", type=int, default=224, help="frame height (default 224; 0 keeps the size)")
+    parser.add_argument("--height", type=int, default=224, help="frame height; 0 keeps the size (default %(default)s)")
     parser.add_argument("--fps", type=float, help="target frame rate (default: keep every frame)")
     parser.add_argument("--format", default="jpg", choices=["jpg", "mp4"],
-                        help="jpg: a folder of %%06d.jpg per video (E2E-Spot); mp4: one compact mp4 per video")
+                        help="jpg: a folder of %%06d.jpg per video (E2E-Spot); mp4: one compact mp4 per video "
+                             "(default %(default)s)")
     parser.add_argument("--labels", metavar="SPLIT_JSON", help="check each video's frame count against the "
                         "num_frames of the same video id in this split")
     parser.add_argument("--cut", action="store_true",
@@ -45,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(<source>_<start>_<end>, source frames start..end-1: Tennis rallies, Figure "
                              "Skating segments)")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
-                        help="videos extracted in parallel (default: half the CPU cores)")
+                        help="videos extracted in parallel, half the CPU cores unless given (default %(default)s here)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 

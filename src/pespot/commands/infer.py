@@ -30,6 +30,8 @@ from pespot.errors import ConfigError, PespotError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``pespot infer``."""
+    from pespot.config import run_default
+
     parser.add_argument("run", metavar="RUN_OR_CKPT",
                         help="run folder (checkpoints/best.pt, else last.pt) or checkpoint file")
     parser.add_argument("inputs", metavar="INPUT", nargs="+",
@@ -43,27 +45,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write SoccerNet results_spotting.json per game (video ids <league>/<season>/<game>/half1|half2)")
     parser.add_argument("--save-scores", metavar="DIR",
                         help="also write per-frame scores as <DIR>/<video>.npz (for ensembles)")
-    parser.add_argument("--overlap", type=float, help="window overlap, fraction of the clip (default: run's eval config, 0.5)")
+    parser.add_argument("--overlap", type=float, help=f"window overlap, fraction of the clip (default: {run_default('eval.overlap')})")
     parser.add_argument("--threshold", type=float,
-                        help="candidates: (frame, class) scores >= this (default: the run's eval.threshold, 0 = "
-                             "every local maximum whatever its score, so no floor decides a ranking; 0.01 = "
+                        help="candidates: (frame, class) scores >= this (default: "
+                             f"{run_default('eval.threshold')}; 0 = every local maximum whatever its score, so no floor decides a ranking; 0.01 = "
                              "E2E-Spot's softmax setting, which drops calibrated sigmoid scores of rare classes)")
     parser.add_argument("--top-k", type=int,
-                        help="keep at most this many events per class and video, the best-scoring (default: the "
-                             "run's eval.top_k, none); bounds the output of long videos")
+                        help="keep at most this many events per class and video, the best-scoring (default: "
+                             f"{run_default('eval.top_k')}); bounds the output of long videos")
     parser.add_argument("--nms", help="per-class NMS, a name of pespot.registry.NMS: local_max (E2E-Spot's), greedy, "
-                                      "soft, none or a plug-in's (default: the run's eval.nms)")
-    parser.add_argument("--nms-window", type=int, help="NMS window in frames (default 1)")
-    parser.add_argument("--batch-size", type=int, help="windows per forward pass (default 4)")
+                                      "soft, none or a plug-in's (default: "
+                                      f"{run_default('eval.nms', nms_json=True)})")
+    parser.add_argument("--nms-window", type=int,
+                        help=f"NMS window in frames (default: {run_default('eval.nms_window', nms_json=True)})")
+    parser.add_argument("--batch-size", type=int,
+                        help=f"windows per forward pass (default: {run_default('eval.batch_size')})")
     parser.add_argument("--tta", choices=["none", "flip"],
                         help="test-time augmentation: flip = mean of the scores of each window and its horizontal "
-                             "mirror (twice the compute; default: the run's eval.tta, none)")
+                             f"mirror (twice the compute; default: {run_default('eval.tta')})")
     parser.add_argument("--engine", choices=["torch", "onnx"], default="torch",
-                        help="torch (default) | onnx: onnxruntime (CUDA provider when present, else CPU) on the "
+                        help="torch | onnx: onnxruntime (CUDA provider when present, else CPU) on the "
                              "model made by `pespot export --format onnx`: RUN_OR_CKPT is then that .onnx file or "
-                             "a run folder holding export/spotter.onnx")
+                             "a run folder holding export/spotter.onnx (default %(default)s)")
     parser.add_argument("--model", metavar="FILE.onnx", help="with --engine onnx: this exported model instead")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--json", action="store_true", help="print the final summary as one JSON object")
 
@@ -208,22 +213,7 @@ def run(args: argparse.Namespace) -> int:
                       f"({pred.num_frames / max(seconds, 1e-9):.1f} frames/s)")
     elapsed = time.perf_counter() - started
 
-    outputs: dict[str, str] = {}
-    if preds:
-        if args.out:
-            infer.write_predictions_json(preds, args.out)
-            outputs["json"] = args.out
-        if args.csv:
-            infer.write_predictions_csv(preds, args.csv)
-            outputs["csv"] = args.csv
-        if args.soccernet:
-            try:
-                infer.write_soccernet(preds, args.soccernet)
-                outputs["soccernet"] = args.soccernet
-            except PespotError as err:
-                fail("--soccernet", err)
-        if args.save_scores:
-            outputs["scores"] = args.save_scores
+    outputs = _write_outputs(args, preds, fail) if preds else {}
 
     summary = {
         "videos": len(preds),
@@ -251,6 +241,28 @@ def run(args: argparse.Namespace) -> int:
         for kind, path in outputs.items():
             print(f"wrote {kind}: {path}")
     return 1 if failures else 0
+
+
+def _write_outputs(args: argparse.Namespace, preds: list, fail: Callable[[str, Exception], None]) -> dict[str, str]:
+    """Write the outputs the options ask for (the per-video score files are already there); {kind: path}."""
+    from pespot import infer
+
+    outputs: dict[str, str] = {}
+    if args.out:
+        infer.write_predictions_json(preds, args.out)
+        outputs["json"] = args.out
+    if args.csv:
+        infer.write_predictions_csv(preds, args.csv)
+        outputs["csv"] = args.csv
+    if args.soccernet:
+        try:
+            infer.write_soccernet(preds, args.soccernet)
+            outputs["soccernet"] = args.soccernet
+        except PespotError as err:
+            fail("--soccernet", err)
+    if args.save_scores:
+        outputs["scores"] = args.save_scores
+    return outputs
 
 
 def _expand_input(item: str, args: argparse.Namespace, classes: list[str]) -> list[_Job]:

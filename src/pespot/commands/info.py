@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the classes of data.root)")
     parser.add_argument("--clip-len", type=int, help="frames per clip; the model is built for it "
                         "(default: model.clip_len)")
-    parser.add_argument("--size", default="224x224", help="frame size HxW (default 224x224)")
+    parser.add_argument("--size", default="224x224", help="frame size HxW (default %(default)s)")
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override config keys, e.g. model.temporal_head=bilstm (several after one --set, or repeated)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

@@ -33,6 +33,8 @@ from pespot.errors import ConfigError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``pespot review``."""
+    from pespot.review.load import DEFAULT_FPS
+
     parser.add_argument("sources", metavar="SOURCE", nargs="+",
                         help="video file, frame folder, split or prediction JSON, run folder, class.txt or "
                              "Labels-v2.json")
@@ -46,20 +48,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "prediction JSON, else in the current folder)")
     parser.add_argument("--csv", metavar="FILE", help="the CSV Save writes (default: --out with .csv)")
     parser.add_argument("--scores", metavar="DIR", help="per-frame scores from `pespot infer --save-scores DIR`")
-    parser.add_argument("--fps", type=float, metavar="F", help="frame rate of frame folders (default 25) and of videos whose "
-                                                  "labels give none")
+    parser.add_argument("--fps", type=float, metavar="F",
+                        help=f"frame rate of frame folders and of videos whose labels give none (when not given: "
+                             f"{DEFAULT_FPS:g})")
     parser.add_argument("--min-score", type=float, default=0.05, metavar="S",
-                        help="predictions scoring below this are not loaded (default 0.05)")
+                        help="predictions scoring below this are not loaded (default %(default)s)")
     parser.add_argument("--threshold", type=float, default=0.5, metavar="S",
-                        help="the page's score threshold at start: predictions below it are hidden (default 0.5)")
+                        help="the page's score threshold at start: predictions below it are hidden (default %(default)s)")
     parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1, this machine only)")
-    parser.add_argument("--port", type=int, default=0, metavar="N", help="port (default: a free one)")
+                        help="address to listen on; 127.0.0.1 is this machine only (default %(default)s)")
+    parser.add_argument("--port", type=int, default=0, metavar="N", help="port; 0 = a free one (default %(default)s)")
     parser.add_argument("--cache", metavar="DIR",
                         help="where transcoded videos are kept (default $PESPOT_CACHE/review, else "
                              "~/.cache/pespot/review)")
     parser.add_argument("--height", type=int, metavar="H", help="transcode every video to this height (default: as it is)")
-    parser.add_argument("--device", default="auto", help="for a run SOURCE: auto | cpu | cuda | cuda:N")
+    parser.add_argument("--device", default="auto", help="for a run SOURCE: auto | cpu | cuda | cuda:N (default %(default)s)")
     parser.add_argument("--open", action="store_true", help="open the page in the default browser")
     parser.add_argument("--log", action="store_true", help="log every request on stderr")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -41,6 +41,9 @@ from pespot.errors import ConfigError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``pespot stream``."""
+    from pespot.config import run_default
+    from pespot.stream import DEFAULT_TIMEOUT, MAX_DELAY_CLIPS
+
     parser.add_argument("run", metavar="RUN_OR_CKPT",
                         help="run folder (checkpoints/best.pt, else last.pt) or checkpoint file")
     parser.add_argument("source", metavar="SOURCE",
@@ -51,29 +54,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lookahead", type=int, metavar="FRAMES",
                         help="frames after a frame that its windows may reach, 0 .. clip_len-1 (default "
                              "clip_len-1: the events of `pespot infer`; smaller = lower latency, more windows)")
-    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
-                        help="a read (or the opening) waiting longer than this for data ends the stream (default 10)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                        help="a read (or the opening) waiting longer than this for data ends the stream "
+                             "(default %(default)g)")
     parser.add_argument("--format", metavar="FMT", help="FFmpeg input format when it cannot be guessed (e.g. "
                         "mpegts on a pipe, lavfi for a generated test stream)")
     parser.add_argument("--fps", type=float, help="frame rate when the source gives none (for the 'time' field)")
-    parser.add_argument("--threshold", type=float, help="candidates: scores >= this (default: the run's "
-                        "eval.threshold)")
+    parser.add_argument("--threshold", type=float, help=f"candidates: scores >= this (default: {run_default('eval.threshold')})")
     parser.add_argument("--nms", help="per-class NMS, a name of pespot.registry.NMS: local_max (E2E-Spot's), greedy, "
-                                      "soft, none or a plug-in's (default: the run's eval.nms)")
-    parser.add_argument("--nms-window", type=int, help="NMS window in frames (default: the run's eval.nms_window)")
-    parser.add_argument("--overlap", type=float, help="window overlap, fraction of the clip (default: the run's "
-                        "eval.overlap, 0.5)")
+                                      "soft, none or a plug-in's (default: "
+                                      f"{run_default('eval.nms', nms_json=True)})")
+    parser.add_argument("--nms-window", type=int,
+                        help=f"NMS window in frames (default: {run_default('eval.nms_window', nms_json=True)})")
+    parser.add_argument("--overlap", type=float,
+                        help=f"window overlap, fraction of the clip (default: {run_default('eval.overlap')})")
     parser.add_argument("--max-delay", type=int, metavar="FRAMES",
-                        help="greedy/soft NMS: force a decision still open after this many frames (default 10 "
-                             "clips)")
+                        help="greedy/soft NMS: force a decision still open after this many frames (when not "
+                             f"given: {MAX_DELAY_CLIPS} clip lengths)")
     parser.add_argument("--tta", choices=["none", "flip"],
-                        help="test-time augmentation: flip = mean of each window's scores and its mirror's")
+                        help="test-time augmentation: flip = mean of each window's scores and its mirror's (default: "
+                             f"{run_default('eval.tta')})")
     parser.add_argument("--engine", choices=["torch", "onnx"], default="torch",
-                        help="torch (default) | onnx: the model made by `pespot export --format onnx` (RUN_OR_CKPT "
-                             "= that .onnx file or a run folder holding export/spotter.onnx)")
+                        help="torch | onnx: the model made by `pespot export --format onnx` (RUN_OR_CKPT "
+                             "= that .onnx file or a run folder holding export/spotter.onnx; default %(default)s)")
     parser.add_argument("--model", metavar="FILE.onnx", help="with --engine onnx: this exported model instead")
     parser.add_argument("--classes", metavar="FILE", help="class.txt naming the model's classes (same number)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no summary on stderr (errors still)")
     parser.add_argument("--json", action="store_true", help="print the summary on stderr as one JSON object")
 

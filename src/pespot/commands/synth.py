@@ -25,12 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", metavar="OUT", help="dataset folder to write (new or empty, or an interrupted run)")
     parser.add_argument("--world", default=synthetic.DEFAULT_WORLD, choices=list(synthetic.WORLDS),
                         help="rally-side (a side view with large cues) or court-top (seen from high behind, "
-                             f"broadcast-sized cues); default {synthetic.DEFAULT_WORLD}")
+                             "broadcast-sized cues) (default %(default)s)")
     parser.add_argument("--preset", default="tiny", choices=["tiny", "small", "bench"],
-                        help="tiny (tests), small (the demo's size), bench (ablations); default tiny")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes); default 0")
+                        help="tiny (tests), small (the demo's size), bench (ablations) (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes) (default %(default)s)")
     parser.add_argument("--format", dest="fmt", default="jpg", choices=["jpg", "mp4"],
-                        help="frames as JPEG folders (default) or one H.264 mp4 per video")
+                        help="jpg: frames as JPEG folders; mp4: one H.264 mp4 per video (default %(default)s)")
     parser.add_argument("--labels-only", action="store_true",
                         help="write class.txt and the split files without frames (statistics only)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "or --set repeated)")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue the run in RUN_DIR from checkpoints/last.pt")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress or per-epoch lines; the final 'run folder' line is still printed")
     parser.add_argument("--json", action="store_true", help="print the final summary as one JSON object")
 
 
@@ -59,18 +60,23 @@ def run(args: argparse.Namespace) -> int:
         return code  # under torchrun, rank 0 reports for everyone
     if args.json:
         print(json.dumps(summary))
-    elif not args.quiet:
-        _print_summary(summary)
+    else:
+        _print_summary(summary, quiet=args.quiet)
     return code
 
 
-def _print_summary(summary: dict) -> None:
+def _print_summary(summary: dict, quiet: bool = False) -> None:
+    """The end of a run; with ``quiet`` only the 'run folder' line (a script needs to know where it went)."""
+    from pespot.train.history import plural
+
     out = summary["out"]
-    if summary["stopped"]:
-        print(f"stopped after {summary['steps']} steps; continue with: pespot train --resume {out}",
+    if summary["stopped"] and not quiet:
+        print(f"stopped after {plural(summary['steps'], 'step')}; continue with: pespot train --resume {out}",
               file=sys.stderr)
-    if summary["best_epoch"] is not None:
-        what = "mean val mAP@1,2,4" if summary["criterion"] == "map" else "minus val loss"
-        print(f"best epoch {summary['best_epoch']} ({what} {summary['best_score']:.4f}): "
-              f"{out}/checkpoints/best.pt")
-    print(f"run folder: {out} ({summary['epochs_completed']} epochs, {summary['steps']} steps)")
+    if summary["best_epoch"] is not None and not quiet:
+        if summary["criterion"] == "map":
+            what = f"mean val mAP@1,2,4 {100 * summary['best_score']:.2f} %"
+        else:
+            what = f"minus val loss {summary['best_score']:.4f}"
+        print(f"best epoch {summary['best_epoch']} ({what}): {out}/checkpoints/best.pt")
+    print(f"run folder: {out} ({plural(summary['epochs_completed'], 'epoch')}, {plural(summary['steps'], 'step')})")

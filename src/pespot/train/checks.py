@@ -17,7 +17,9 @@ def load_run_classes(cfg: Config, ckpt: dict | None) -> list[str]:
         raise ConfigError("config key 'data.root': no dataset folder given (e.g. --set data.root=data/tennis)")
     root = Path(cfg.data.root)
     if not root.is_dir():
-        raise DataError(f"{root}: dataset folder (data.root) not found")
+        # The synthetic presets train on data that one command makes: say which.
+        make = f"; make it with: pespot synth {root} --preset small" if cfg.name == "synthetic" else ""
+        raise DataError(f"{root}: dataset folder (data.root) not found{make}")
     classes = load_classes(root / "class.txt")
     if cfg.num_classes is not None and cfg.num_classes != len(classes):
         raise ConfigError(f"config key 'num_classes': {cfg.num_classes}, but {root / 'class.txt'} lists "

@@ -73,12 +73,14 @@ def disk_errors(path: Path) -> Iterator[None]:
 
 class Interrupt:
     """First Ctrl-C (SIGINT) or SIGTERM (what schedulers send a pre-empted job before killing it): finish the
-    current step, write a checkpoint, stop. A second one: stop at once (``KeyboardInterrupt``)."""
+    current step, write a checkpoint, stop. A second one: stop at once (``KeyboardInterrupt``). While
+    ``immediate`` (set-up, before the first step: nothing to save yet) the first one stops at once."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested: str | None = None  # name of the signal that asked to stop
+        self.immediate = True  # the trainer clears it when the first step starts
         self.previous: dict[int, Any] = {}
         self.pid = os.getpid()
         if threading.current_thread() is threading.main_thread():
@@ -86,11 +88,17 @@ class Interrupt:
                 self.previous[signum] = signal.signal(signum, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if os.getpid() != self.pid:  # a forked DataLoader worker inherited the handler: act as if it had none
-            signal.signal(signum, signal.SIG_DFL)
+        if os.getpid() != self.pid:  # a forked DataLoader worker inherited the handler
+            if signum == signal.SIGINT:
+                # Ctrl-C reaches the whole process group: a worker killed by it makes the main process fail with
+                # a RuntimeError traceback instead of stopping cleanly. The main process decides; it ends the
+                # workers when it stops.
+                signal.signal(signum, signal.SIG_IGN)
+                return
+            signal.signal(signum, signal.SIG_DFL)  # act as if it had no handler
             os.kill(os.getpid(), signum)
             return
-        if self.requested:
+        if self.requested or self.immediate:
             raise KeyboardInterrupt
         self.requested = signal.Signals(signum).name
         what = "interrupt" if signum == signal.SIGINT else f"{self.requested} received"

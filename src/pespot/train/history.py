@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -84,12 +85,50 @@ def epoch_line(record: dict, epochs: int) -> str:
     if "val_total" in record:
         text += f", val loss {record['val_total']:.4f}"
     if "val_map" in record:
-        text += ", val mAP " + " ".join(f"@{t}={v * 100:.2f}" for t, v in record["val_map"].items())
+        text += ", val mAP " + " ".join(f"@{t}={v * 100:.2f}" for t, v in record["val_map"].items()) + " %"
     text += f", lr {record['lr']:.2e}, {record['seconds']:.0f}s" + (" (best)" if record["best"] else "")
     return text
 
 
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """``1 epoch``, ``2 epochs`` (``many``: the plural when it is not ``noun + 's'``)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {many or noun + 's'}"
+
+
+class PlainProgress:
+    """tqdm's interface for a stderr that is not a terminal (a log file, a pipe, a CI job): no carriage returns,
+    one plain line each time the trainer posts the loss (every ``train.log_every`` steps and at each epoch's end)."""
+
+    def __init__(self, total: int, initial: int, file: Any = None) -> None:
+        self.total, self.n, self.file = total, initial, file or sys.stderr
+        self.desc = ""
+        self.started, self.start_n = time.perf_counter(), initial
+
+    def set_description(self, desc: str) -> None:
+        self.desc = desc
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def set_postfix(self, **values: Any) -> None:
+        done = self.n - self.start_n
+        rate = (time.perf_counter() - self.started) / done if done else float("nan")
+        fields = ", ".join(f"{k} {v}" for k, v in values.items())
+        head = f"{self.desc}: " if self.desc else ""
+        print(f"{head}step {self.n}/{self.total} ({100 * self.n / max(self.total, 1):.0f} %), {fields}, "
+              f"{rate:.2f} s/step", file=self.file, flush=True)
+
+    def write(self, message: str, file: Any = None) -> None:
+        print(message, file=file or self.file, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
 def progress_bar(total: int, initial: int, enabled: bool) -> Any:
+    """A tqdm bar on a terminal; plain progress lines when stderr is a file or a pipe."""
+    if enabled and not sys.stderr.isatty():
+        return PlainProgress(total, initial)
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, unit="step", disable=not enabled, dynamic_ncols=True,

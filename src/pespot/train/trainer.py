@@ -101,11 +101,13 @@ def _train(cfg: Config, out: Path, resuming: bool, rank0: bool, *, progress: boo
         bar = hist.progress_bar(job.total_steps, state.step, progress and info.is_main)
         job.log = hist.logger(bar, progress and info.is_main)
         epochs = cfg.train.epochs
-        job.log(f"training {cfg.name}: {epochs} epochs x {job.steps_per_epoch} steps of {cfg.train.batch_size} "
-                f"clips x {info.world_size} process(es) on {info.device}; run folder {out}")
+        job.log(f"training {cfg.name}: {hist.plural(epochs, 'epoch')} x {hist.plural(job.steps_per_epoch, 'step')}"
+                f" of {hist.plural(cfg.train.batch_size, 'clip')} x {hist.plural(info.world_size, 'process', 'processes')} on "
+                f"{info.device}; run folder {out}")
         first_map_epoch = min(cfg.start_val_epoch, epochs - 1)  # a short run still selects by its own mAP
         job.log(hist.selection_line(cfg, first_map_epoch))
         stopped = False
+        interrupt.immediate = False  # from the first step on, a Ctrl-C stops after the step with a checkpoint
         while state.epoch < epochs and not stopped:
             finished, stopped = train_one_epoch(job, state, interrupt, stop_after_steps, bar)
             if not finished:
@@ -141,7 +143,7 @@ def choose_run_nms(job: Job, val_videos: list[Video]) -> dict:
     split = Path(cfg.data.root) / f"{cfg.data.val_split}.json"
     path = write_nms_choice(job.out, best, rows, chosen_on=f"{split} ({len(val_videos)} videos), {predictor.source}")
     job.log(f"NMS chosen on the validation split: {describe_nms(best['method'], best['window'])} (mean mAP "
-            f"{100 * best['average_mAP']:.2f} over tolerances {' '.join(map(str, cfg.eval.tolerances))}); stored "
+            f"{100 * best['average_mAP']:.2f} % over tolerances {' '.join(map(str, cfg.eval.tolerances))}); stored "
             f"in {path}")
     return {"method": best["method"], "window": best["window"], "average_mAP": best["average_mAP"]}
 
