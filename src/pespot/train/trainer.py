@@ -75,9 +75,9 @@ def _train(cfg: Config, out: Path, resuming: bool, rank0: bool, *, progress: boo
     """``train`` in the locked run folder ``out``."""
     ckpt = ckpts.load_resume_checkpoint(out, cfg) if resuming else None
     cfg.out = str(out)
+    classes = load_run_classes(cfg, ckpt)
     if ckpt is not None and run_is_finished(ckpt, cfg):
         return finished_summary(ckpt, cfg, out)  # nothing to train: the run folder stays as it is
-    classes = load_run_classes(cfg, ckpt)
     resolve_run_config(cfg, classes)
     train_videos, val_videos = load_splits(cfg, classes)
     map_videos = val_videos[: cfg.train.val_videos] if cfg.train.val_videos else val_videos
