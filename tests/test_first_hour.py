@@ -308,13 +308,18 @@ def predictions(scores: list[float], labels: list[str]) -> list:
 def test_infer_report_counts_per_class_and_flags_low_scores():
     from pespot.commands.infer import events_report, report_lines
 
-    weak = predictions([0.01] * 15 + [0.5] * 5, ["serve"] * 12 + ["hit"] * 8)
-    summary = {"events": 20, **events_report(weak, ["serve", "hit"], threshold=0.0, top_k=None)}
+    mixed = predictions([0.01] * 15 + [0.5] * 5, ["serve"] * 12 + ["hit"] * 8)
+    summary = {"events": 20, **events_report(mixed, ["serve", "hit"], threshold=0.0, top_k=None)}
     assert summary["events_per_class"] == {"serve": 12, "hit": 8}
     lines = report_lines(summary)
     assert lines[0] == "threshold 0 (every local maximum, whatever its score)"
     assert lines[1] == "events per class: serve 12, hit 8; median score 0.010"
-    assert "most events have low scores" in lines[2] and "--threshold or --top-k" in lines[2]
+    assert lines[2] == ("most events have low scores: every local maximum is kept, and 5 of 20 score 0.5 or more; "
+                        "use --threshold or --top-k to keep fewer")
+    weak = predictions([0.01] * 15 + [0.03] * 5, ["serve"] * 12 + ["hit"] * 8)  # none confident
+    lines = report_lines({"events": 20, **events_report(weak, ["serve", "hit"], threshold=0.0, top_k=None)})
+    assert lines[2] == ("most events have low scores: the model is weak or undertrained; use --threshold or "
+                        "--top-k to keep fewer")
     # A floor given, or scores that are not low, or few events: no hint.
     assert len(report_lines(dict(summary, threshold=0.2))) == 2
     strong = predictions([0.9] * 20, ["serve"] * 20)

@@ -248,8 +248,10 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-# The low-score hint: at threshold 0, this many events or more whose median score is below LOW_SCORE.
-LOW_SCORE, LOW_SCORE_MIN_EVENTS = 0.05, 10
+# The low-score hint: at threshold 0, this many events or more whose median score is below LOW_SCORE. A model
+# that learned has low-scoring candidates too (every local maximum of every class), and a few events at
+# CONFIDENT or more; a weak one has none (the tour's 20-step run: 117 events on a video, the best 0.03).
+LOW_SCORE, LOW_SCORE_MIN_EVENTS, CONFIDENT = 0.05, 10, 0.5
 
 
 def events_report(preds: list, classes: list[str], threshold: float, top_k: int | None) -> dict:
@@ -265,7 +267,8 @@ def events_report(preds: list, classes: list[str], threshold: float, top_k: int 
             if event.score is not None:
                 scores.append(float(event.score))
     median = float(np.median(scores)) if scores else None
-    return {"threshold": threshold, "top_k": top_k, "events_per_class": per_class, "median_score": median}
+    return {"threshold": threshold, "top_k": top_k, "events_per_class": per_class, "median_score": median,
+            "confident_events": sum(score >= CONFIDENT for score in scores)}
 
 
 def report_lines(summary: dict) -> list[str]:
@@ -281,8 +284,10 @@ def report_lines(summary: dict) -> list[str]:
         lines.append(f"events per class: {counts}" + (f"; median score {median:.3f}" if median is not None else ""))
         if (threshold <= 0 and median is not None and median < LOW_SCORE
                 and summary["events"] >= LOW_SCORE_MIN_EVENTS):
-            lines.append("most events have low scores: the model is weak or undertrained; use --threshold or "
-                         "--top-k to keep fewer")
+            confident = summary["confident_events"]
+            why = ("the model is weak or undertrained" if not confident else
+                   f"every local maximum is kept, and {confident} of {summary['events']} score {CONFIDENT:g} or more")
+            lines.append(f"most events have low scores: {why}; use --threshold or --top-k to keep fewer")
     return lines
 
 
