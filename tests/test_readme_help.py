@@ -201,3 +201,27 @@ def test_functions_fit_on_a_screen():
                 if lines > 120:
                     long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
     assert not long, long
+
+
+def test_the_tour_ends_on_a_run_that_learned():
+    """The tour's short training learns nothing; the steps that show results (infer on a split or videos, eval
+    --plot, stream, export) use the demo's run and data, where `pespot demo` writes them, and the tour says so."""
+    import inspect
+
+    from pespot.demo import run_demo
+
+    tour = README[README.index("## A 5-minute tour"):README.index("## Troubleshooting")]
+    (block,) = re.findall(r"```\n(.*?)```", tour, flags=re.DOTALL)
+    lines = [line.split("#", 1)[0] for line in block.splitlines()]
+    (train,) = [i for i, line in enumerate(lines) if "pespot train" in line]
+    (out,) = [a for a in PARSERS["demo"]._actions if "--out" in a.option_strings]
+    assert 'data_root, run_dir = out / "data", out / "run"' in inspect.getsource(run_demo)
+    demo_run, demo_data = f"{out.default}/run", f"{out.default}/data"
+    later = [line for line in lines[train + 1:] if re.search(r"pespot (infer|stream|export|eval)", line)]
+    weak = [line for line in later if "runs/tour" in line]
+    assert len(weak) == 1 and "pespot infer" in weak[0]  # one infer on the tour's run, to see what 20 steps give
+    for line in later:
+        if line not in weak:
+            assert demo_run in line or f"{demo_data}/" in line, line
+    assert any("--plot" in line and f"{demo_data}/test.json" in line for line in later)
+    assert f"`{demo_run}`" in tour and "make demo" in tour

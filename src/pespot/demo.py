@@ -162,24 +162,6 @@ def recipe_deviations(cfg: Config) -> dict[str, dict[str, Any]]:
     return out
 
 
-def plot_training(run_dir: Path, out_dir: Path) -> list[Path]:
-    """Learning curves of a run from its ``metrics.jsonl``: validation mAP@2 and the training loss per step."""
-    from pespot.viz import plot_learning_curves
-
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    val = [(r["step"], r["val_map"]["2"]) for r in records if "val_map" in r]
-    loss = [(r["step"], r["train_cls"]) for r in records if "train_cls" in r]
-    paths = []
-    if val:
-        paths.append(plot_learning_curves({"validation mAP@2": [val]}, out_dir / "learning_curve_map.png",
-                                          title="validation mAP@2 after every epoch"))
-    if loss:
-        paths.append(plot_learning_curves({"training classification loss": [loss]},
-                                          out_dir / "learning_curve_loss.png", title="training loss (epoch mean)",
-                                          ylabel="loss", scale=1.0))
-    return paths
-
-
 def run_demo(out: str | Path = "runs/demo", preset: str = "small", minutes: float | None = None, seed: int = 0,
              device: str = "auto", progress: bool = True, overrides: list[str] | None = None,
              steps: int | None = None) -> dict[str, Any]:
@@ -190,7 +172,7 @@ def run_demo(out: str | Path = "runs/demo", preset: str = "small", minutes: floa
     """
     from pespot.data.synthetic import generate
     from pespot.infer import load_predictor, predict_videos, write_predictions_csv, write_predictions_json
-    from pespot.viz import plot_per_class_ap, plot_timelines
+    from pespot.viz import plot_per_class_ap, plot_timelines, plot_training_curves
 
     if minutes is not None and minutes <= 0:
         raise PespotError(f"--minutes must be positive, got {minutes}")
@@ -261,7 +243,7 @@ def run_demo(out: str | Path = "runs/demo", preset: str = "small", minutes: floa
     paths += plot_per_class_ap(base_res, plots, prefix="ap_baseline")
     paths += plot_timelines(truth, preds, plots, classes=classes, max_videos=3,
                             scores={p.video: p.scores for p in predictions})
-    paths += plot_training(run_dir, plots)
+    paths += plot_training_curves(run_dir, plots)
 
     table = results_table(model_res, base_res, classes, rarest)
     # "Clearly ahead": at least twice the baseline's mAP at tolerance 2 (a margin, not a rounding difference).

@@ -1,10 +1,12 @@
-"""Figures for evaluation: per-class AP bars and event timelines (PNG, written atomically).
+"""Figures for evaluation and training: per-class AP bars, event timelines and learning curves (PNG, written
+atomically).
 
 Uses matplotlib's object API with the Agg canvas, so it never touches pyplot's global state or needs a display.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -212,3 +214,21 @@ def plot_learning_curves(series: dict[str, list[list[tuple[float, float]]]], pat
         ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_training_curves(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
+    """Learning curves of a run from its ``metrics.jsonl``: validation mAP@2 and the training loss per step (the
+    demo's and ``pespot train``'s ``RUN/plots/``); none for a run without a finished epoch."""
+    text = (Path(run_dir) / "metrics.jsonl").read_text()
+    records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    val = [(r["step"], r["val_map"]["2"]) for r in records if "2" in r.get("val_map", {})]
+    loss = [(r["step"], r["train_cls"]) for r in records if "train_cls" in r]
+    paths = []
+    if val:
+        paths.append(plot_learning_curves({"validation mAP@2": [val]}, Path(out_dir) / "learning_curve_map.png",
+                                          title="validation mAP@2 after every epoch"))
+    if loss:
+        paths.append(plot_learning_curves({"training classification loss": [loss]},
+                                          Path(out_dir) / "learning_curve_loss.png", title="training loss (epoch mean)",
+                                          ylabel="loss", scale=1.0))
+    return paths

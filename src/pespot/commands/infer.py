@@ -1,7 +1,8 @@
 """`pespot infer RUN_OR_CKPT INPUT... --out PRED.json`: spot events in raw videos, frame folders or a split.
 
-INPUT is a raw video file (mp4, mkv, avi...: fps from the container), a frame folder (fps from --fps, else
-unknown), a compact-store mp4, or a split JSON with --frames DIR (every video of the split; fps from the JSON).
+INPUT is a raw video file (mp4, mkv, avi...: fps from the container), a folder of video files (each is spotted),
+a frame folder (fps from --fps, else unknown), a compact-store mp4, or a split JSON (every video of the split; fps
+from the JSON) whose frame store is --frames DIR or, without it, the frames/ folder beside the JSON.
 Video ids: the file stem of a video, the folder name of a frame folder, the JSON's ids for a split.
 
 An input that fails (missing path, corrupt video, empty folder) is reported on stderr in one line naming it;
@@ -35,9 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="RUN_OR_CKPT",
                         help="run folder (checkpoints/best.pt, else last.pt) or checkpoint file")
     parser.add_argument("inputs", metavar="INPUT", nargs="+",
-                        help="video file, frame folder, compact-store mp4, or split JSON (with --frames)")
+                        help="video file, folder of videos, frame folder, compact-store mp4, or split JSON (frames: --frames "
+                             "or frames/ beside it)")
     parser.add_argument("--out", metavar="PRED.json", help="E2E-Spot prediction JSON")
-    parser.add_argument("--frames", metavar="DIR", help="frame store of split JSON inputs (<DIR>/<video>/ or .mp4)")
+    parser.add_argument("--frames", metavar="DIR", help="frame store of split JSON inputs (<DIR>/<video>/ or .mp4; default: frames/ beside the JSON)")
     parser.add_argument("--fps", type=float, help="frame rate of frame-folder inputs (videos use their own)")
     parser.add_argument("--classes", metavar="FILE", help="class.txt naming the model's classes (same number)")
     parser.add_argument("--csv", metavar="FILE", help="also write events as CSV: video, frame, time, label, score")
@@ -224,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
         "failures": failures,
         "outputs": outputs,
         "nms": used,
+        **events_report(preds, predictor.classes, threshold, top_k),
     }
     if args.json:
         print(json.dumps(summary))
@@ -233,6 +236,8 @@ def run(args: argparse.Namespace) -> int:
         if failures:
             line += f"; {len(failures)} failed"
         print(line)
+        for line in report_lines(summary):
+            print(line)
         note = nms_note(used, predictor)
         if note:
             print(note)
@@ -241,6 +246,49 @@ def run(args: argparse.Namespace) -> int:
         for kind, path in outputs.items():
             print(f"wrote {kind}: {path}")
     return 1 if failures else 0
+
+
+# The low-score hint: at threshold 0, this many events or more whose median score is below LOW_SCORE. A model
+# that learned has low-scoring candidates too (every local maximum of every class), and a few events at
+# CONFIDENT or more; a weak one has none (the tour's 20-step run: 117 events on a video, the best 0.03).
+LOW_SCORE, LOW_SCORE_MIN_EVENTS, CONFIDENT = 0.05, 10, 0.5
+
+
+def events_report(preds: list, classes: list[str], threshold: float, top_k: int | None) -> dict:
+    """What the numbers of a summary mean: the threshold and top-k in force, the events per class (in the
+    model's class order) and the median score of the events kept."""
+    import numpy as np
+
+    per_class = dict.fromkeys(classes, 0)
+    scores = []
+    for pred in preds:
+        for event in pred.events:
+            per_class[event.label] = per_class.get(event.label, 0) + 1
+            if event.score is not None:
+                scores.append(float(event.score))
+    median = float(np.median(scores)) if scores else None
+    return {"threshold": threshold, "top_k": top_k, "events_per_class": per_class, "median_score": median,
+            "confident_events": sum(score >= CONFIDENT for score in scores)}
+
+
+def report_lines(summary: dict) -> list[str]:
+    """The lines after the totals of ``pespot infer``: threshold, events per class and, when most of many events
+    score low at threshold 0, what that means and what to do."""
+    threshold = summary["threshold"]
+    kept = "every local maximum, whatever its score" if threshold <= 0 else "scores below it dropped"
+    top_k = f", at most {summary['top_k']} per class and video (--top-k)" if summary["top_k"] else ""
+    lines = [f"threshold {threshold:g} ({kept}){top_k}"]
+    if summary["events"]:
+        counts = ", ".join(f"{label} {n}" for label, n in summary["events_per_class"].items())
+        median = summary["median_score"]
+        lines.append(f"events per class: {counts}" + (f"; median score {median:.3f}" if median is not None else ""))
+        if (threshold <= 0 and median is not None and median < LOW_SCORE
+                and summary["events"] >= LOW_SCORE_MIN_EVENTS):
+            confident = summary["confident_events"]
+            why = ("the model is weak or undertrained" if not confident else
+                   f"every local maximum is kept, and {confident} of {summary['events']} score {CONFIDENT:g} or more")
+            lines.append(f"most events have low scores: {why}; use --threshold or --top-k to keep fewer")
+    return lines
 
 
 def _write_outputs(args: argparse.Namespace, preds: list, fail: Callable[[str, Exception], None]) -> dict[str, str]:
@@ -266,10 +314,10 @@ def _write_outputs(args: argparse.Namespace, preds: list, fail: Callable[[str, E
 
 
 def _expand_input(item: str, args: argparse.Namespace, classes: list[str]) -> list[_Job]:
-    """One INPUT -> the videos it holds (a split JSON holds many); a split's labels must be the model's
-    ``classes``."""
+    """One INPUT -> the videos it holds (a split JSON or a folder of video files holds many); a split's labels
+    must be the model's ``classes``."""
     from pespot import infer
-    from pespot.data.frames import find_video_frames, open_frames
+    from pespot.data.frames import VIDEO_SUFFIXES, find_video_frames, has_frame_images, open_frames
     from pespot.data.labels import load_split
     from pespot.errors import DataError
 
@@ -277,8 +325,7 @@ def _expand_input(item: str, args: argparse.Namespace, classes: list[str]) -> li
     if not path.exists():
         raise DataError(f"{path}: no such video file, frame folder or split JSON")
     if path.is_file() and path.suffix.lower() == ".json":
-        if not args.frames:
-            raise ConfigError(f"{path}: a split JSON input needs --frames DIR (its frame store)")
+        frames_root = split_frames(path, args.frames)
         videos = load_split(path, predictions=True)  # num_frames may be absent; then the store decides
         unknown = sorted({e.label for v in videos for e in v.events} - set(classes))
         if unknown:  # a split of another dataset: its predictions would carry the wrong class names
@@ -289,7 +336,7 @@ def _expand_input(item: str, args: argparse.Namespace, classes: list[str]) -> li
         jobs = []
         for v in videos:
             def open_video(height: int, v=v) -> object:
-                source = open_frames(find_video_frames(args.frames, v.video), height=height)
+                source = open_frames(find_video_frames(frames_root, v.video), height=height)
                 if v.num_frames >= 0 and source.num_frames < v.num_frames:
                     raise DataError(f"video '{v.video}': the frame store has {source.num_frames} frames, "
                                     f"{path} says {v.num_frames}")
@@ -298,6 +345,14 @@ def _expand_input(item: str, args: argparse.Namespace, classes: list[str]) -> li
 
             jobs.append(_Job(video=v.video, origin=str(path), open=open_video, in_split=True))
         return jobs
+    if path.is_dir() and not has_frame_images(path):
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
+                       and not p.name.startswith("."))
+        if not files:
+            raise DataError(f"{path}: no frames (expected 000000.jpg... or frame0.jpg...) and no video files "
+                            f"({', '.join(VIDEO_SUFFIXES[:4])}...): give a frame folder, a folder of videos, "
+                            "video files or a split JSON")
+        return [_video_file_job(f) for f in files]  # a folder of videos: each its own video
     if path.is_dir():
         video_id = path.resolve().name
 
@@ -305,8 +360,30 @@ def _expand_input(item: str, args: argparse.Namespace, classes: list[str]) -> li
             return infer.stream_from_source(open_frames(path, height=height, fps=args.fps), name=video_id)
 
         return [_Job(video=video_id, origin=str(path), open=open_folder)]
+    return [_video_file_job(path)]
+
+
+def _video_file_job(path: Path) -> _Job:
+    """A video file (or compact-store mp4) to spot; its id is the file stem."""
+    from pespot import infer
+    from pespot.data.frames import open_frames
 
     def open_file(height: int) -> object:
         return infer.stream_from_source(open_frames(path, height=height), name=path.stem)
 
-    return [_Job(video=path.stem, origin=str(path), open=open_file)]
+    return _Job(video=path.stem, origin=str(path), open=open_file)
+
+
+def split_frames(split: Path, frames: str | None) -> Path:
+    """The frame store of a split JSON input: ``--frames``, else the ``frames/`` folder beside the JSON (the
+    layout of ``pespot synth`` and of E2E-Spot's datasets; a line on stderr says it was taken)."""
+    from pespot.errors import DataError
+
+    if frames:
+        return Path(frames)
+    beside = split.parent / "frames"
+    if not beside.is_dir():
+        raise DataError(f"{split}: a split JSON input needs its frame store: give --frames DIR (no {beside} "
+                        "beside it)")
+    print(f"pespot infer: {split}: frames from {beside} (beside the split; --frames DIR to choose)", file=sys.stderr)
+    return beside

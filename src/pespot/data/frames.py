@@ -459,6 +459,15 @@ def open_frames(path: str | Path, height: int | None = None, fps: float | None =
     raise DataError(f"{path}: no such frame folder or video file")
 
 
+def has_frame_images(folder: str | Path) -> bool:
+    """``folder`` holds JPEG frames named as a frame folder's (``000000.jpg``... or ``frame0.jpg``...)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return False
+    return any(_E2E_NAME.match(n) or _TDEED_NAME.match(n) for n in names)
+
+
 def find_video_frames(frames_root: str | Path, video_id: str) -> Path:
     """Where the frames of ``video_id`` live: the folder ``<root>/<video>/`` or the file ``<root>/<video>.mp4``."""
     root = Path(frames_root)

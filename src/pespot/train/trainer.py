@@ -76,6 +76,9 @@ def _train(cfg: Config, out: Path, resuming: bool, rank0: bool, *, progress: boo
     ckpt = ckpts.load_resume_checkpoint(out, cfg) if resuming else None
     cfg.out = str(out)
     classes = load_run_classes(cfg, ckpt)
+    if ckpt is not None and run_is_finished(ckpt, cfg):
+        return finished_summary(ckpt, cfg, out)  # nothing to train: the run folder stays as it is
+    resolve_run_config(cfg, classes)
     train_videos, val_videos = load_splits(cfg, classes)
     map_videos = val_videos[: cfg.train.val_videos] if cfg.train.val_videos else val_videos
     check_train_config(cfg)
@@ -106,6 +109,8 @@ def _train(cfg: Config, out: Path, resuming: bool, rank0: bool, *, progress: boo
                 f"{info.device}; run folder {out}")
         first_map_epoch = min(cfg.start_val_epoch, epochs - 1)  # a short run still selects by its own mAP
         job.log(hist.selection_line(cfg, first_map_epoch))
+        if ckpt is not None:
+            job.log(resumed_line(out, state))
         stopped = False
         interrupt.immediate = False  # from the first step on, a Ctrl-C stops after the step with a checkpoint
         while state.epoch < epochs and not stopped:
@@ -129,6 +134,38 @@ def _train(cfg: Config, out: Path, resuming: bool, rank0: bool, *, progress: boo
             except OSError as err:  # the logs are auxiliary: never hide the error (or result) of training
                 print(f"warning: {out / 'tb'}: TensorBoard logs incomplete ({err.strerror or err})", file=sys.stderr)
         ddp.cleanup(info)
+
+
+def resolve_run_config(cfg: Config, classes: list[str]) -> None:
+    """Fill in what the config leaves to the data, so that the run folder's ``config.yaml`` says what was used:
+    ``num_classes`` from ``class.txt`` and ``data.frames`` as the frame store read (``<data.root>/frames`` when
+    not given). Neither is compared on ``--resume`` (``checkpoint.RESUME_KEYS``); ``commands/train.py`` lets a
+    resume that moves ``data.root`` follow it."""
+    cfg.num_classes = len(classes)
+    cfg.data.frames = cfg.frames_dir
+
+
+def run_is_finished(ckpt: dict, cfg: Config) -> bool:
+    """The resumed checkpoint has trained every epoch ``cfg`` asks for (``train.epochs``)."""
+    return int(ckpt["epoch"]) >= cfg.train.epochs and not ckpt.get("step_in_epoch")
+
+
+def finished_summary(ckpt: dict, cfg: Config, out: Path) -> dict[str, Any]:
+    """The summary of a resumed run that has nothing left to train (``finished``: true)."""
+    best = ckpt.get("best") or {}
+    history = ckpt.get("history") or []
+    return {"out": str(out), "finished": True, "epochs_completed": int(ckpt["epoch"]), "steps": int(ckpt["step"]),
+            "stopped": False, "stop_signal": None, "criterion": best.get("criterion", cfg.train.criterion),
+            "best_epoch": best.get("epoch"), "best_score": best.get("score"),
+            "last": history[-1] if history else None, "nms": None}
+
+
+def resumed_line(out: Path, state: TrainState) -> str:
+    """Where a resumed run continues: the checkpoint, its epoch and step."""
+    line = (f"resumed from {out / 'checkpoints' / 'last.pt'} at epoch {state.epoch}, step {state.step}")
+    if state.step_in_epoch:
+        line += f" ({hist.plural(state.step_in_epoch, 'step')} into epoch {state.epoch + 1})"
+    return line
 
 
 def choose_run_nms(job: Job, val_videos: list[Video]) -> dict:
