@@ -17,6 +17,11 @@ Fs, Ft and Gt (``forward_reference``), composed as in eq. 1, with the temporal c
 The exported file carries what inference needs besides the weights (ONNX metadata / a TorchScript extra file):
 the run's config, the class names, the activation, and the checkpoint it came from (path and SHA-256), so
 ``pespot infer --engine onnx RUN`` refuses an export that is older than the run's checkpoint.
+
+Integrity: beside the exported file, ``<file>.sha256`` holds its SHA-256 (``sha256sum`` format, written atomically
+after the file; the old one is removed before the file is replaced). Loading an export (``load_onnx_predictor``,
+``load_torchscript``) checks it: a damaged file is one line naming it, never scores from flipped weights. An export
+without the file (made before pespot wrote it) is accepted as it is.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from torch import nn
 
 from pespot.config import from_dict, to_dict
 from pespot.errors import ConfigError, DataError
-from pespot.fsutil import atomic_path
+from pespot.fsutil import atomic_path, write_text_atomic
 
 EXPORT_FORMAT = "pespot-export-v1"
 EXPORT_FORMATS = ("onnx", "torchscript")
@@ -60,6 +65,35 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def digest_path(path: str | Path) -> Path:
+    """Where the SHA-256 of an exported file is kept: ``<file>.sha256`` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def write_export_digest(path: str | Path) -> Path:
+    """Write ``<path>.sha256`` (``sha256sum`` format) atomically; returns it."""
+    path = Path(path)
+    write_text_atomic(digest_path(path), f"{file_sha256(path)}  {path.name}\n")
+    return digest_path(path)
+
+
+def verify_export_digest(path: str | Path) -> None:
+    """A DataError when ``path`` does not match its ``<path>.sha256``; nothing when there is none (an export
+    made before pespot wrote one)."""
+    path, sidecar = Path(path), digest_path(path)
+    if not sidecar.is_file():
+        return
+    try:
+        expected = sidecar.read_text().split()[0].lower()
+    except (OSError, UnicodeDecodeError, IndexError):
+        raise DataError(f"{sidecar}: not a SHA-256 file (expected '<hex digest>  {path.name}'); export the "
+                        "model again") from None
+    if file_sha256(path) != expected:
+        raise DataError(f"{path}: contents do not match {sidecar.name} (file damaged or changed after export); "
+                        "export the model again with `pespot export`")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -178,8 +212,9 @@ def _metadata(predictor) -> dict[str, str]:
 def export_model(predictor, fmt: str, out: str | Path, check: bool = True) -> ExportReport:
     """Export the predictor's model (whole spotter + activation, clip length fixed) as ``fmt`` to ``out``.
 
-    The file is written atomically. With ``check`` the exported model is run on the example clip and compared
-    with the PyTorch model (fast path); a difference above ``PARITY_TOLERANCE`` is an error and nothing is kept.
+    The file is written atomically, then its SHA-256 beside it (``<out>.sha256``). With ``check`` the exported
+    model is run on the example clip and compared with the PyTorch model (fast path); a difference above
+    ``PARITY_TOLERANCE`` is an error and nothing is kept.
     """
     import time
 
@@ -208,6 +243,9 @@ def export_model(predictor, fmt: str, out: str | Path, check: bool = True) -> Ex
                 raise DataError(f"{out}: the exported model differs from PyTorch by {diff:.3g} (max |score "
                                 f"difference|, tolerance {PARITY_TOLERANCE:g}); nothing written (an untrained "
                                 "network can amplify float32 rounding this much: --no-check skips the check)")
+        # A crash between the rename and the new digest then leaves no digest, never a stale one.
+        digest_path(out).unlink(missing_ok=True)
+    write_export_digest(out)
     predictor.model.to(predictor.device)
     return ExportReport(path=out, format=fmt, clip_len=predictor.clip_len, input_shape=tuple(example.shape),
                         max_abs_diff=diff, seconds=time.perf_counter() - started)
@@ -291,6 +329,7 @@ class OnnxEngine:
 def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, dict[str, str]]:
     """An exported TorchScript spotter and its metadata."""
     extra = {"pespot.json": ""}
+    verify_export_digest(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated": still the loader
@@ -329,6 +368,7 @@ def load_onnx_predictor(run_or_model: str | Path, device: str = "auto", classes:
     from pespot.infer import Predictor
 
     path, checkpoint = find_onnx_model(run_or_model)
+    verify_export_digest(path)
     engine = OnnxEngine(path, device=device, threads=threads)
     meta = engine.metadata
     if meta.get("pespot_format") != EXPORT_FORMAT:
