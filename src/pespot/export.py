@@ -361,10 +361,46 @@ def find_onnx_model(run_or_model: str | Path) -> tuple[Path, Path | None]:
     return model, find_checkpoint(path)
 
 
+def run_classes(run: str | Path) -> tuple[list[str], str]:
+    """The classes of a run folder (its classes.txt, else its checkpoint), a checkpoint or an export, and the
+    file they were read from."""
+    from pespot.data.labels import load_classes
+    from pespot.infer import find_checkpoint
+    from pespot.train.checkpoint import load_checkpoint
+
+    path = Path(run)
+    if path.is_dir() and (path / "classes.txt").is_file():
+        return load_classes(path / "classes.txt"), str(path / "classes.txt")
+    if path.is_file() and path.suffix.lower() == ".onnx":
+        meta = OnnxEngine(path, device="cpu", threads=1).metadata
+        try:
+            return [str(c) for c in json.loads(meta["classes"])], str(path)
+        except (KeyError, ValueError):
+            raise DataError(f"{path}: not a pespot export (no class list in its metadata)") from None
+    checkpoint = find_checkpoint(path)
+    return [str(c) for c in load_checkpoint(checkpoint)["classes"]], str(checkpoint)
+
+
+def check_same_classes(model: Path, model_classes: list[str], run: str | Path) -> None:
+    """A DataError naming both files and the difference when ``model``'s classes are not ``run``'s."""
+    classes, source = run_classes(run)
+    if classes == model_classes:
+        return
+    only_model = [c for c in model_classes if c not in classes]
+    only_run = [c for c in classes if c not in model_classes]
+    parts = [f"only in the model: {', '.join(only_model)}" if only_model else "",
+             f"only in the run: {', '.join(only_run)}" if only_run else ""]
+    difference = "; ".join(p for p in parts if p) or "the same names in another order"
+    raise DataError(f"{model}: its classes are not those of {source} ({difference}); give --model the export of "
+                    "this run, or RUN the run the model comes from")
+
+
 def load_onnx_predictor(run_or_model: str | Path, device: str = "auto", classes: list[str] | None = None,
-                        classes_source: str = "--classes", threads: int | None = None):
+                        classes_source: str = "--classes", threads: int | None = None,
+                        run: str | Path | None = None):
     """A ``pespot.infer.Predictor`` whose windows are scored by onnxruntime (``engine``), with the config and
-    classes stored in the exported file. ``device``: auto (CUDA provider when present, else CPU), cpu, cuda."""
+    classes stored in the exported file. ``device``: auto (CUDA provider when present, else CPU), cpu, cuda.
+    ``run``: the RUN given beside ``--model FILE.onnx``, whose classes the model must have."""
     from pespot.infer import Predictor
 
     path, checkpoint = find_onnx_model(run_or_model)
@@ -382,6 +418,8 @@ def load_onnx_predictor(run_or_model: str | Path, device: str = "auto", classes:
         model_classes = [str(c) for c in json.loads(meta["classes"])]
     except (KeyError, ValueError, ConfigError) as err:
         raise DataError(f"{path}: bad pespot metadata ({err})") from None
+    if run is not None:
+        check_same_classes(path, model_classes, run)
     if classes is not None:
         if len(classes) != len(model_classes):
             raise DataError(f"{path}: the model has {len(model_classes)} classes, {classes_source} gives "
