@@ -12,10 +12,10 @@ from conftest import write_tiny_run, write_video
 
 from pespot.cli import main
 from pespot.data.labels import load_split
-from pespot.postprocess import MAX_NMS_WINDOW
 
 CLASSES = ["hit", "bounce"]
 HEIGHT = 48
+MAX_NMS_WINDOW = 10_000  # pespot.postprocess.MAX_NMS_WINDOW: the largest window nms.json may hold
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per test
 
