@@ -137,7 +137,7 @@ BAD_CHOICES = {
 }
 
 
-@pytest.mark.fault("inputs", cases=len(BAD_CHOICES))
+@pytest.mark.fault("inputs")
 @pytest.mark.parametrize("case", sorted(BAD_CHOICES))
 def test_a_bad_nms_json_names_the_file_and_key_in_infer_and_stream(case, tiny_run, clip, tmp_path, capsys):
     content, key, value = BAD_CHOICES[case]

@@ -111,7 +111,7 @@ def test_saved_checkpoints_carry_a_digest_that_every_changed_value_breaks(sealed
 # infer with a damaged best.pt
 
 
-@pytest.mark.fault("integrity", cases=2)
+@pytest.mark.fault("integrity")
 @pytest.mark.parametrize("nan", [False, True], ids=["flipped", "0xff"])
 def test_infer_refuses_a_damaged_best_checkpoint_and_names_the_sound_one(nan, sealed_run, video, tmp_path,
                                                                          capsys):
