@@ -5,7 +5,7 @@
     python benchmarks/reliability.py --no-write   # print the table only
 
 Every test in ``tests/**/test_*faults*.py`` carries ``@pytest.mark.fault(kind, cases=N)``: ``kind`` is the fault
-class (video-input, label-input, config, kill, numerics, disk) and ``cases`` how many distinct faulty inputs the
+class (video-input, label-input, config, kill, numerics, disk, integrity, inputs) and ``cases`` how many distinct faulty inputs the
 test tries (1 unless it loops over several). A case counts as *handled* when its test passed: the tests assert
 the clear one-line error naming the input (or the correct output for valid-but-unusual input), the exit code,
 and that nothing was lost or half-written. Skipped tests are listed with their reason and not counted as handled.
@@ -29,7 +29,7 @@ import pytest
 from _common import git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
-KINDS = ("video-input", "label-input", "config", "kill", "numerics", "disk")
+KINDS = ("video-input", "label-input", "config", "kill", "numerics", "disk", "integrity", "inputs")
 DESCRIPTIONS = {
     "video-input": "bad or unusual videos and frame folders given to `extract` and `infer`",
     "label-input": "malformed label files: E2E-Spot JSON, class.txt, SoccerNet Labels-v2",
@@ -37,6 +37,10 @@ DESCRIPTIONS = {
     "kill": "SIGKILL/SIGINT of `train` and `extract`, then resume",
     "numerics": "non-finite losses, degenerate clips, degenerate SoftIC memory banks",
     "disk": "a full disk (failed writes) during checkpointing and extraction",
+    "integrity": "damaged checkpoints and exports (flipped bytes, NaN weights) given to `infer`, `export` and "
+                 "`--resume`",
+    "inputs": "inputs once accepted silently: frame counts that disagree, duplicated truth events, a bad "
+              "`nms.json`, a missing run, an ONNX model of other classes",
 }
 
 

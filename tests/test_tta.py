@@ -191,7 +191,7 @@ def test_nms_choice_errors_name_the_file_or_option(tmp_path, capsys):
     assert main(["eval", "--choose-nms", val, pred, "--run", str(tmp_path)]) == 1
     assert f"--run {tmp_path}: not a run folder" in capsys.readouterr().err
     (run / "nms.json").write_text('{"method": "widest", "window": 2}')
-    with pytest.raises(PespotError, match=r"nms\.json: expected a method in local_max"):
+    with pytest.raises(PespotError, match=r"nms\.json: key 'method': expected one of local_max"):
         infer.load_predictor(run, device="cpu")
     (run / "nms.json").write_text("{")
     with pytest.raises(PespotError, match=r"nms\.json: not an NMS choice"):

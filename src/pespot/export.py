@@ -17,6 +17,11 @@ Fs, Ft and Gt (``forward_reference``), composed as in eq. 1, with the temporal c
 The exported file carries what inference needs besides the weights (ONNX metadata / a TorchScript extra file):
 the run's config, the class names, the activation, and the checkpoint it came from (path and SHA-256), so
 ``pespot infer --engine onnx RUN`` refuses an export that is older than the run's checkpoint.
+
+Integrity: beside the exported file, ``<file>.sha256`` holds its SHA-256 (``sha256sum`` format, written atomically
+after the file; the old one is removed before the file is replaced). Loading an export (``load_onnx_predictor``,
+``load_torchscript``) checks it: a damaged file is one line naming it, never scores from flipped weights. An export
+without the file (made before pespot wrote it) is accepted as it is.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from torch import nn
 
 from pespot.config import from_dict, to_dict
 from pespot.errors import ConfigError, DataError
-from pespot.fsutil import atomic_path
+from pespot.fsutil import atomic_path, write_text_atomic
 
 EXPORT_FORMAT = "pespot-export-v1"
 EXPORT_FORMATS = ("onnx", "torchscript")
@@ -60,6 +65,35 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def digest_path(path: str | Path) -> Path:
+    """Where the SHA-256 of an exported file is kept: ``<file>.sha256`` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def write_export_digest(path: str | Path) -> Path:
+    """Write ``<path>.sha256`` (``sha256sum`` format) atomically; returns it."""
+    path = Path(path)
+    write_text_atomic(digest_path(path), f"{file_sha256(path)}  {path.name}\n")
+    return digest_path(path)
+
+
+def verify_export_digest(path: str | Path) -> None:
+    """A DataError when ``path`` does not match its ``<path>.sha256``; nothing when there is none (an export
+    made before pespot wrote one)."""
+    path, sidecar = Path(path), digest_path(path)
+    if not sidecar.is_file():
+        return
+    try:
+        expected = sidecar.read_text().split()[0].lower()
+    except (OSError, UnicodeDecodeError, IndexError):
+        raise DataError(f"{sidecar}: not a SHA-256 file (expected '<hex digest>  {path.name}'); export the "
+                        "model again") from None
+    if file_sha256(path) != expected:
+        raise DataError(f"{path}: contents do not match {sidecar.name} (file damaged or changed after export); "
+                        "export the model again with `pespot export`")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -178,8 +212,9 @@ def _metadata(predictor) -> dict[str, str]:
 def export_model(predictor, fmt: str, out: str | Path, check: bool = True) -> ExportReport:
     """Export the predictor's model (whole spotter + activation, clip length fixed) as ``fmt`` to ``out``.
 
-    The file is written atomically. With ``check`` the exported model is run on the example clip and compared
-    with the PyTorch model (fast path); a difference above ``PARITY_TOLERANCE`` is an error and nothing is kept.
+    The file is written atomically, then its SHA-256 beside it (``<out>.sha256``). With ``check`` the exported
+    model is run on the example clip and compared with the PyTorch model (fast path); a difference above
+    ``PARITY_TOLERANCE`` is an error and nothing is kept.
     """
     import time
 
@@ -208,6 +243,9 @@ def export_model(predictor, fmt: str, out: str | Path, check: bool = True) -> Ex
                 raise DataError(f"{out}: the exported model differs from PyTorch by {diff:.3g} (max |score "
                                 f"difference|, tolerance {PARITY_TOLERANCE:g}); nothing written (an untrained "
                                 "network can amplify float32 rounding this much: --no-check skips the check)")
+        # A crash between the rename and the new digest then leaves no digest, never a stale one.
+        digest_path(out).unlink(missing_ok=True)
+    write_export_digest(out)
     predictor.model.to(predictor.device)
     return ExportReport(path=out, format=fmt, clip_len=predictor.clip_len, input_shape=tuple(example.shape),
                         max_abs_diff=diff, seconds=time.perf_counter() - started)
@@ -291,6 +329,7 @@ class OnnxEngine:
 def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, dict[str, str]]:
     """An exported TorchScript spotter and its metadata."""
     extra = {"pespot.json": ""}
+    verify_export_digest(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated": still the loader
@@ -322,13 +361,50 @@ def find_onnx_model(run_or_model: str | Path) -> tuple[Path, Path | None]:
     return model, find_checkpoint(path)
 
 
+def run_classes(run: str | Path) -> tuple[list[str], str]:
+    """The classes of a run folder (its classes.txt, else its checkpoint), a checkpoint or an export, and the
+    file they were read from."""
+    from pespot.data.labels import load_classes
+    from pespot.infer import find_checkpoint
+    from pespot.train.checkpoint import load_checkpoint
+
+    path = Path(run)
+    if path.is_dir() and (path / "classes.txt").is_file():
+        return load_classes(path / "classes.txt"), str(path / "classes.txt")
+    if path.is_file() and path.suffix.lower() == ".onnx":
+        meta = OnnxEngine(path, device="cpu", threads=1).metadata
+        try:
+            return [str(c) for c in json.loads(meta["classes"])], str(path)
+        except (KeyError, ValueError):
+            raise DataError(f"{path}: not a pespot export (no class list in its metadata)") from None
+    checkpoint = find_checkpoint(path)
+    return [str(c) for c in load_checkpoint(checkpoint)["classes"]], str(checkpoint)
+
+
+def check_same_classes(model: Path, model_classes: list[str], run: str | Path) -> None:
+    """A DataError naming both files and the difference when ``model``'s classes are not ``run``'s."""
+    classes, source = run_classes(run)
+    if classes == model_classes:
+        return
+    only_model = [c for c in model_classes if c not in classes]
+    only_run = [c for c in classes if c not in model_classes]
+    parts = [f"only in the model: {', '.join(only_model)}" if only_model else "",
+             f"only in the run: {', '.join(only_run)}" if only_run else ""]
+    difference = "; ".join(p for p in parts if p) or "the same names in another order"
+    raise DataError(f"{model}: its classes are not those of {source} ({difference}); give --model the export of "
+                    "this run, or RUN the run the model comes from")
+
+
 def load_onnx_predictor(run_or_model: str | Path, device: str = "auto", classes: list[str] | None = None,
-                        classes_source: str = "--classes", threads: int | None = None):
+                        classes_source: str = "--classes", threads: int | None = None,
+                        run: str | Path | None = None):
     """A ``pespot.infer.Predictor`` whose windows are scored by onnxruntime (``engine``), with the config and
-    classes stored in the exported file. ``device``: auto (CUDA provider when present, else CPU), cpu, cuda."""
+    classes stored in the exported file. ``device``: auto (CUDA provider when present, else CPU), cpu, cuda.
+    ``run``: the RUN given beside ``--model FILE.onnx``, whose classes the model must have."""
     from pespot.infer import Predictor
 
     path, checkpoint = find_onnx_model(run_or_model)
+    verify_export_digest(path)
     engine = OnnxEngine(path, device=device, threads=threads)
     meta = engine.metadata
     if meta.get("pespot_format") != EXPORT_FORMAT:
@@ -342,6 +418,8 @@ def load_onnx_predictor(run_or_model: str | Path, device: str = "auto", classes:
         model_classes = [str(c) for c in json.loads(meta["classes"])]
     except (KeyError, ValueError, ConfigError) as err:
         raise DataError(f"{path}: bad pespot metadata ({err})") from None
+    if run is not None:
+        check_same_classes(path, model_classes, run)
     if classes is not None:
         if len(classes) != len(model_classes):
             raise DataError(f"{path}: the model has {len(model_classes)} classes, {classes_source} gives "

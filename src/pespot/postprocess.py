@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from pespot.data.labels import Event, Video
-from pespot.errors import PespotError
+from pespot.errors import ConfigError, PespotError
 
 NMS_METHODS = ("local_max", "greedy", "soft", "none")
 
@@ -291,6 +291,7 @@ def apply_nms(videos: list[Video], method: str, window: int, *, threshold: float
 # choosing the NMS on a validation split, and storing the choice in a run
 
 NMS_CHOICE_FILE = "nms.json"  # in a run folder: the NMS that pespot infer / stream use for it
+MAX_NMS_WINDOW = 10_000  # frames (400 s at 25 fps): a larger window in nms.json is a damaged or hand-made file
 DEFAULT_NMS_WINDOWS = (1, 2, 4, 8, 16)
 
 
@@ -347,7 +348,8 @@ def write_nms_choice(run_dir: str | Path, best: dict, rows: list[dict], chosen_o
 
 def read_nms_choice(run_dir: str | Path) -> dict | None:
     """The NMS stored in ``run_dir/nms.json`` as {method, window}, or None when there is none; a file that is
-    not a valid choice is an error naming it."""
+    not a valid choice is an error naming it and the key (validated like a config: a known method, a window of
+    0 to ``MAX_NMS_WINDOW`` frames)."""
     import json
 
     path = Path(run_dir) / NMS_CHOICE_FILE
@@ -359,9 +361,13 @@ def read_nms_choice(run_dir: str | Path) -> dict | None:
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise PespotError(f"{path}: not an NMS choice ({err}); make it with `pespot eval --choose-nms ... --run` "
                           "or delete it") from None
-    if method not in NMS_METHODS or (method != "none" and (not isinstance(window, int) or window < 0)):
-        raise PespotError(f"{path}: expected a method in {', '.join(NMS_METHODS)} and a non-negative integer "
-                          f"window, got method={method!r} window={window!r}")
+    if not isinstance(method, str) or method not in NMS_METHODS:
+        raise ConfigError(f"{path}: key 'method': expected one of {', '.join(NMS_METHODS)}, got {method!r}")
+    if window is None and method == "none":
+        return {"method": method, "window": None}
+    if isinstance(window, bool) or not isinstance(window, int) or not 0 <= window <= MAX_NMS_WINDOW:
+        raise ConfigError(f"{path}: key 'window': expected a whole number of frames from 0 to {MAX_NMS_WINDOW}, "
+                          f"got {window!r}")
     return {"method": method, "window": window}
 
 

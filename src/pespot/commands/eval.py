@@ -7,7 +7,9 @@
 
 Frame-tolerance mode: classes come from ``--classes``, else a ``class.txt`` next to TRUTH.json, else the truth
 events. Every truth video is evaluated; one without predictions has none, and predictions for a video that is
-not in the truth are an error. With ``--nms W`` the table is printed twice, as E2E-Spot's eval.py does: on the
+not in the truth are an error, and so is a prediction whose ``num_frames`` differs from the truth's (another version
+of the video). Duplicated truth events (same video, frame and class) are counted once, with a warning naming the
+file and how many (``pespot.data.labels.drop_duplicate_events``). With ``--nms W`` the table is printed twice, as E2E-Spot's eval.py does: on the
 raw predictions and after NMS (``--nms-method``, default E2E-Spot's local maximum); ``--json`` then reports the
 NMS numbers at the top level and the raw ones under ``without_nms``.
 
@@ -120,7 +122,7 @@ def _table(result, title: str) -> str:
 
 def _load_frames_inputs(args: argparse.Namespace) -> tuple[list, list, list[str] | None]:
     """(truth, predictions, classes) of frame-tolerance mode, checked; errors name the file and entry."""
-    from pespot.data.labels import load_split, validate_split
+    from pespot.data.labels import load_split, report_duplicate_events, validate_split
 
     truth_path, pred_path = Path(args.truth), Path(args.pred)
     if truth_path.is_dir():
@@ -133,10 +135,15 @@ def _load_frames_inputs(args: argparse.Namespace) -> tuple[list, list, list[str]
     # outside its video is reported with the file and entry rather than by the metric.
     validate_split(truth, classes, str(truth_path))
     validate_split(pred, classes, str(pred_path), predictions=True)
-    truth_ids = {v.video for v in truth}
+    report_duplicate_events(truth, truth_path)
+    truth_frames = {v.video: v.num_frames for v in truth}
     for vi, v in enumerate(pred):
-        if v.video not in truth_ids:
+        if v.video not in truth_frames:
             raise PespotError(f"{pred_path}: entry {vi}: video '{v.video}' is not in the truth {truth_path}")
+        if v.num_frames >= 0 and truth_frames[v.video] >= 0 and v.num_frames != truth_frames[v.video]:
+            raise PespotError(f"{pred_path}: entry {vi}: video '{v.video}' has {v.num_frames} frames, the truth "
+                              f"{truth_path} says {truth_frames[v.video]} (predictions of another version of the "
+                              "video?)")
         for i, e in enumerate(v.events):
             if e.score is None:
                 raise PespotError(f"{pred_path}: entry {vi} (video '{v.video}'), event {i}: prediction without "

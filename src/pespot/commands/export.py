@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from pespot.fsutil import check_writable_file
 
     run_path = Path(args.run)
+    if not run_path.exists():
+        raise DataError(f"{run_path}: no such run folder or checkpoint file")
     if args.out:
         out = Path(args.out)
     elif run_path.is_dir():

@@ -85,7 +85,8 @@ def load_engine(args: argparse.Namespace, classes: list[str] | None):
         from pespot.export import load_onnx_predictor
 
         predictor = load_onnx_predictor(args.model or args.run, device=args.device, classes=classes,
-                                        classes_source=args.classes or "--classes")
+                                        classes_source=args.classes or "--classes",
+                                        run=args.run if args.model else None)
     else:
         predictor = infer.load_predictor(args.run, device=args.device, classes=classes,
                                          classes_source=args.classes or "--classes")

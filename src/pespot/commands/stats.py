@@ -9,7 +9,8 @@ listed on stderr, one line each, and the command fails.
 
 Per split: videos, frames, events, events per class (classes without events included), foreground fraction
 (frames carrying at least one event / frames), frames carrying several events, the max/min ratio of events per
-class over the classes that have events, video lengths and frame rates. Split lists without events (T-DEED's
+class over the classes that have events, video lengths and frame rates, and duplicated events (an event repeated
+at the same frame with the same class) per video: reported, not an error (``train`` and ``eval`` count each once). Split lists without events (T-DEED's
 SoccerNet lists) are reported as unlabelled.
 """
 
@@ -38,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def split_stats(videos: list, classes: list[str]) -> dict[str, Any]:
     """Statistics of one split (a list of ``Video``) as a JSON-ready dict."""
+    from pespot.data.labels import duplicate_events
+
     per_class = Counter({c: 0 for c in classes})
     frames_with_event = 0
     frames_with_several = 0
@@ -65,6 +68,7 @@ def split_stats(videos: list, classes: list[str]) -> dict[str, Any]:
         "video_frames": ({"min": min(known_frames), "median": statistics.median(known_frames),
                           "max": max(known_frames)} if known_frames else None),
         "fps": dict(sorted(fps.items())),
+        "duplicate_events": duplicate_events(videos),  # {video: count}; train and eval count each once
     }
 
 
@@ -152,6 +156,12 @@ def format_report(report: dict[str, Any]) -> str:
             missing = splits[name]["classes_without_events"]
             if missing and splits[name]["labelled"]:
                 lines.append(f"{name}: {len(missing)} class(es) without events: {', '.join(missing)}")
+    for name in names:
+        duplicates = splits[name]["duplicate_events"]
+        if duplicates:
+            shown = ", ".join(f"{video} ({n})" for video, n in duplicates.items())
+            lines.append(f"{name}: {sum(duplicates.values())} duplicated events (same video, frame and class; "
+                         f"train and eval count each once): {shown}")
     lines.append("")
     lines.append("fg % = frames with at least one event / frames; multi = frames with several events; "
                  "max/min = events of the most / least frequent class (among classes with events)")

@@ -84,6 +84,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary on stderr as one JSON object")
 
 
+def _check_run_window(args: argparse.Namespace, predictor) -> None:
+    """An NMS window that the run set (its nms.json or config), with no --nms-window or --max-delay given, must be
+    below --max-delay's default: else the error names where the window came from, not an option nobody gave."""
+    from pespot.stream import MAX_DELAY_CLIPS
+
+    if args.max_delay is not None or args.nms_window is not None:
+        return
+    window, delay = predictor.cfg.eval.nms_window, MAX_DELAY_CLIPS * predictor.clip_len
+    if window < delay:
+        return
+    where = (f"{predictor.nms_from}: key 'window'" if predictor.nms_from
+             else f"{predictor.source}: config key 'eval.nms_window'")
+    raise ConfigError(f"{where}: {window} frames, not below the stream's --max-delay ({delay} frames, "
+                      f"{MAX_DELAY_CLIPS} clip lengths); give --max-delay above {window}, or --nms-window below "
+                      f"{delay}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Stream; returns 0 at a clean end, 1 after a source fault, 130 after Ctrl-C, 143 after SIGTERM."""
     from pespot import stream
@@ -99,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     classes = load_classes(args.classes) if args.classes else None
     predictor = load_engine(args, classes)
     # Options are checked (and the spotter built) before the source is opened or the output file created.
+    _check_run_window(args, predictor)
     stream.StreamSpotter(predictor, overlap=args.overlap, lookahead=args.lookahead, threshold=args.threshold,
                          nms=args.nms, nms_window=args.nms_window, max_delay=args.max_delay)
     with StopSignals() as stop:

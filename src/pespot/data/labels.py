@@ -13,13 +13,18 @@ Round trips keep everything except ``num_events``, which is always written as ``
 entries upstream state one more event than they list, and the list is what every tool reads.
 
 Frames carrying several events (FineGym: the end of one element and the start of the next) are kept as separate
-events; nothing here collapses them.
+events; nothing here collapses them. An event that repeats another of its video at the same frame with the same
+class is a duplicate: a label can only be found once, so a duplicate would count as a miss in every mAP and as a
+doubled target in training. ``pespot stats`` reports them per video; ``train`` and ``eval`` keep the first of each
+and warn once per file with the count (``drop_duplicate_events``, ``report_duplicate_events``), rather than
+refusing a dataset that is otherwise fine.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,6 +226,43 @@ def split_problems(videos: list[Video], classes: list[str] | None, where: str, *
             if e.frame < 0 or (v.num_frames >= 0 and e.frame >= v.num_frames):
                 problems.append(f"{at}, event {ei}: frame {e.frame} outside [0, {v.num_frames})")
     return problems
+
+
+def duplicate_events(videos: list[Video]) -> dict[str, int]:
+    """{video: events repeating an earlier event of the video at the same frame with the same class}, for the
+    videos that have any."""
+    counts: dict[str, int] = {}
+    for v in videos:
+        pairs = [(e.frame, e.label) for e in v.events]
+        if len(set(pairs)) < len(pairs):
+            counts[v.video] = len(pairs) - len(set(pairs))
+    return counts
+
+
+def drop_duplicate_events(videos: list[Video]) -> int:
+    """Keep the first of each (frame, class) in every video, in place; returns how many events were dropped."""
+    dropped = 0
+    for v in videos:
+        seen: set[tuple[int, str]] = set()
+        kept = []
+        for e in v.events:
+            if (e.frame, e.label) not in seen:
+                seen.add((e.frame, e.label))
+                kept.append(e)
+        dropped += len(v.events) - len(kept)
+        v.events = kept
+    return dropped
+
+
+def report_duplicate_events(videos: list[Video], path: str | Path) -> int:
+    """``drop_duplicate_events``, then one warning line on stderr naming ``path`` and the count (if any)."""
+    per_video = duplicate_events(videos)
+    dropped = drop_duplicate_events(videos)
+    if dropped:
+        first = next(iter(per_video))
+        print(f"warning: {path}: {dropped} duplicated events (same video, frame and class) counted once, in "
+              f"{len(per_video)} videos (first: '{first}')", file=sys.stderr)
+    return dropped
 
 
 def validate_split(videos: list[Video], classes: list[str] | None, where: str, *,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pespot.config import Config
-from pespot.data.labels import Video, load_classes, load_split
+from pespot.data.labels import Video, drop_duplicate_events, load_classes, load_split, report_duplicate_events
 from pespot.errors import ConfigError, DataError
 from pespot.fsutil import check_writable_dir
 from pespot.train.lock import LOCK_NAME
@@ -41,6 +42,10 @@ def load_splits(cfg: Config, classes: list[str]) -> tuple[list[Video], list[Vide
         videos = load_split(path, classes)
         if not videos:
             raise DataError(f"{path}: no videos")
+        if os.environ.get("RANK", "0") == "0":  # one warning, not one per process
+            report_duplicate_events(videos, path)
+        else:
+            drop_duplicate_events(videos)
         splits.append(videos)
     frames_root = Path(cfg.frames_dir)
     if not frames_root.exists():
