@@ -89,8 +89,8 @@ def render(result: dict) -> str:
         f"{med['digest'] / med['load']:.2f} |"),
         "",
         (f"Machine: {m['cpu']}, {m['cores']} cores, {result['torch_threads']} torch threads, 1-minute load average "
-        f"{m['load_average_1min']:.2f} at the start (the machine was shared: absolute times are noisy, the ratio "
-        f"less so); torch {result['versions']['torch']}, commit {result['versions']['pespot_commit']}."),
+        f"{m['load_average_1min']:.2f} at the start (the machine was shared: times and "
+        f"their ratio are noisy; an earlier run on the busy machine gave 1.58x for the same ratio); torch {result['versions']['torch']}, commit {result['versions']['pespot_commit']}."),
     ]
     return "\n".join(lines) + "\n"
 
