@@ -40,16 +40,17 @@ def run(args: argparse.Namespace) -> int:
     from pespot.fsutil import check_writable_file
 
     run_path = Path(args.run)
+    if args.out:  # outputs first: nothing is read before we know the result can be written
+        out = Path(args.out)
+        check_writable_file(out, "exported model (--out)")
     if not run_path.exists():
         raise DataError(f"{run_path}: no such run folder or checkpoint file")
-    if args.out:
-        out = Path(args.out)
-    elif run_path.is_dir():
+    if not args.out:
+        if not run_path.is_dir():
+            raise DataError(f"{run_path}: give --out FILE when exporting a checkpoint file (a run folder defaults "
+                            f"to {export.EXPORT_DIR}/{export.DEFAULT_NAMES[args.format]} inside it)")
         out = export.default_export_path(run_path, args.format)
-    else:
-        raise DataError(f"{run_path}: give --out FILE when exporting a checkpoint file (a run folder defaults to "
-                        f"{export.EXPORT_DIR}/{export.DEFAULT_NAMES[args.format]} inside it)")
-    check_writable_file(out, "exported model (--out)" if args.out else "exported model")
+        check_writable_file(out, "exported model")
     predictor = infer.load_predictor(args.run, device="cpu")
     report = export.export_model(predictor, args.format, out, check=not args.no_check)
     summary = {"path": str(report.path), "format": report.format, "clip_len": report.clip_len,
