@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pespot.commands.options import add_nms_options
 from pespot.errors import ConfigError, PespotError
 
 
@@ -55,11 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int,
                         help="keep at most this many events per class and video, the best-scoring (default: "
                              f"{run_default('eval.top_k')}); bounds the output of long videos")
-    parser.add_argument("--nms", help="per-class NMS, a name of pespot.registry.NMS: local_max (E2E-Spot's), greedy, "
-                                      "soft, none or a plug-in's (default: "
-                                      f"{run_default('eval.nms', nms_json=True)})")
-    parser.add_argument("--nms-window", type=int,
-                        help=f"NMS window in frames (default: {run_default('eval.nms_window', nms_json=True)})")
+    add_nms_options(parser)
     parser.add_argument("--batch-size", type=int,
                         help=f"windows per forward pass (default: {run_default('eval.batch_size')})")
     parser.add_argument("--tta", choices=["none", "flip"],

@@ -36,6 +36,7 @@ import sys
 import threading
 from typing import Self
 
+from pespot.commands.options import add_nms_options
 from pespot.errors import ConfigError
 
 
@@ -61,11 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "mpegts on a pipe, lavfi for a generated test stream)")
     parser.add_argument("--fps", type=float, help="frame rate when the source gives none (for the 'time' field)")
     parser.add_argument("--threshold", type=float, help=f"candidates: scores >= this (default: {run_default('eval.threshold')})")
-    parser.add_argument("--nms", help="per-class NMS, a name of pespot.registry.NMS: local_max (E2E-Spot's), greedy, "
-                                      "soft, none or a plug-in's (default: "
-                                      f"{run_default('eval.nms', nms_json=True)})")
-    parser.add_argument("--nms-window", type=int,
-                        help=f"NMS window in frames (default: {run_default('eval.nms_window', nms_json=True)})")
+    add_nms_options(parser)
     parser.add_argument("--overlap", type=float,
                         help=f"window overlap, fraction of the clip (default: {run_default('eval.overlap')})")
     parser.add_argument("--max-delay", type=int, metavar="FRAMES",
