@@ -198,8 +198,10 @@ def test_synthetic_preset_trains(tiny_data, tmp_path, capsys):
     assert summary["steps"] == 18 and summary["best_epoch"] in (1, 2, 3)
     records = read_metrics(run)
     assert [set(r["val_map"]) for r in records] == [{"0", "1", "2", "4"}] * 3
-    # at the prior of its 5-frame (dilated) labels BCE is about 0.2 per output; at a zero bias it would be 0.69
-    assert all(0.0 < r["train_cls"] < 0.35 and 0.0 < r["val_cls"] < 0.35 for r in records)
+    # at a zero bias BCE would start at 0.69 per output; at the prior bias of the 5-frame (dilated) labels it
+    # starts lower, though above the prior's own entropy because every training clip is placed around an event
+    # (data.fg_upsample 1.0: clips hold more positives than the videos): 0.34-0.36 in this toy run
+    assert all(0.0 < r["train_cls"] < 0.5 and 0.0 < r["val_cls"] < 0.5 for r in records), records
 
 
 def test_a_one_epoch_run_selects_by_the_map_it_computed(tiny_data, tmp_path, capsys):
