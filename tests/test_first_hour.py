@@ -205,6 +205,15 @@ def test_run_folder_config_plots_and_resume_lines(capfd, tiny_dataset, tmp_path)
     assert captured.err == ""
     assert folder_contents(run) == before  # nothing retrained, nothing rewritten
 
+    # killed between its last checkpoint and the metrics.jsonl line after it: the finished run's resume completes
+    # metrics.jsonl from the checkpoint and changes nothing else
+    metrics = (run / "metrics.jsonl").read_text()
+    (run / "metrics.jsonl").write_text("")
+    assert main(["train", "--resume", str(run)]) == 0
+    capfd.readouterr()
+    assert (run / "metrics.jsonl").read_text() == metrics
+    assert folder_contents(run) == before
+
     moved = data.rename(tmp_path / "moved")
     assert main(["train", "--resume", str(run), "--set", f"data.root={moved}", "train.epochs=2"]) == 0
     captured = capfd.readouterr()

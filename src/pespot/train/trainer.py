@@ -77,6 +77,8 @@ def _train(cfg: Config, out: Path, resuming: bool, rank0: bool, *, progress: boo
     cfg.out = str(out)
     classes = load_run_classes(cfg, ckpt)
     if ckpt is not None and run_is_finished(ckpt, cfg):
+        if rank0:
+            complete_history(out, ckpt)
         return finished_summary(ckpt, cfg, out)  # nothing to train: the run folder stays as it is
     resolve_run_config(cfg, classes)
     train_videos, val_videos = load_splits(cfg, classes)
@@ -148,6 +150,15 @@ def resolve_run_config(cfg: Config, classes: list[str]) -> None:
 def run_is_finished(ckpt: dict, cfg: Config) -> bool:
     """The resumed checkpoint has trained every epoch ``cfg`` asks for (``train.epochs``)."""
     return int(ckpt["epoch"]) >= cfg.train.epochs and not ckpt.get("step_in_epoch")
+
+
+def complete_history(out: Path, ckpt: dict) -> None:
+    """A run killed between its last checkpoint and the metrics.jsonl line that follows it is finished but its
+    metrics.jsonl lags: write the checkpoint's epoch records there (only when they differ from the file's)."""
+    history = ckpt.get("history")
+    path = out / "metrics.jsonl"
+    if history is not None and ckpts.read_history(path, upto_epoch=int(ckpt["epoch"])) != list(history):
+        ckpts.write_history(path, list(history))
 
 
 def finished_summary(ckpt: dict, cfg: Config, out: Path) -> dict[str, Any]:
