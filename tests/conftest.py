@@ -221,3 +221,20 @@ class WindowModel(torch.nn.Module):
         window = x.mean(dim=(1, 2, 3, 4))[:, None, None]  # (B, 1, 1)
         frame = x.mean(dim=(2, 3, 4))[:, :, None]  # (B, T, 1)
         return window + 0.3 * frame + 0.1 * torch.arange(self.num_outputs, dtype=x.dtype)[None, None, :]
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """``pespot ARGV`` in this process (arguments made strings): exit code, stdout, stderr."""
+    from pespot.cli import main
+
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_line(stderr: str, command: str) -> str:
+    """The single non-empty line of ``stderr``, checked to be ``pespot COMMAND: error: ...``."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(f"pespot {command}: error: "), lines[0]
+    return lines[0]

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import frame_pattern, pattern_index, write_tiny_run, write_video
+from conftest import frame_pattern, pattern_index, run_cli, write_tiny_run, write_video
 
 from pespot import infer
-from pespot.cli import main
 from pespot.data.frames import open_frames
 from pespot.data.labels import Video, load_classes, load_dataset, load_split, save_split
 from pespot.data.soccernet import SOCCERNET_V2_CLASSES, format_game_time, load_soccernet, read_labels
@@ -144,12 +143,6 @@ def indices(frames) -> list[int]:
 def leftovers(folder: Path) -> list[str]:
     """Hidden entries (``.<id>.partial``, ``.<name>.*.tmp``) anywhere under ``folder``: must be none."""
     return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*"))
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 # ------------------------------------------------------------------------------------------------------------

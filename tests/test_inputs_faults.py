@@ -8,9 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import write_tiny_run, write_video
+from conftest import one_line, run_cli, write_tiny_run, write_video
 
-from pespot.cli import main
 from pespot.data.labels import load_split
 
 CLASSES = ["hit", "bounce"]
@@ -18,19 +17,6 @@ HEIGHT = 48
 MAX_NMS_WINDOW = 10_000  # pespot.postprocess.MAX_NMS_WINDOW: the largest window nms.json may hold
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per test
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def one_line(stderr: str, command: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith(f"pespot {command}: error: "), lines[0]
-    return lines[0]
 
 
 def write(path: Path, content) -> Path:

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_tiny_run, write_video
+from conftest import one_line, run_cli, write_tiny_run, write_video
 
-from pespot.cli import main
 from pespot.train import checkpoint
 
 CLASSES = ["hit", "bounce"]
@@ -73,19 +72,6 @@ def copy_run(run: Path, dst: Path) -> Path:
     for name in ("best.pt", "last.pt"):
         (dst / "checkpoints" / name).write_bytes((run / "checkpoints" / name).read_bytes())
     return dst
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def one_line(stderr: str, command: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith(f"pespot {command}: error: "), lines[0]
-    return lines[0]
 
 
 # ------------------------------------------------------------------------------------------------------------
