@@ -4,8 +4,8 @@
     python benchmarks/reliability.py --fast-only  # only the tests `make test` runs
     python benchmarks/reliability.py --no-write   # print the table only
 
-Every test in ``tests/**/test_*faults*.py`` carries ``@pytest.mark.fault(kind, cases=N)``: ``kind`` is the fault
-class (video-input, label-input, config, kill, numerics, disk, integrity, inputs) and ``cases`` how many distinct faulty inputs the
+Every test marked ``@pytest.mark.fault(kind, cases=N)`` (in any ``tests/**/test_*.py``) counts: ``kind`` is the fault
+class (video-input, label-input, config, kill, numerics, disk, integrity, inputs, writers, outputs) and ``cases`` how many distinct faulty inputs the
 test tries (1 unless it loops over several). A case counts as *handled* when its test passed: the tests assert
 the clear one-line error naming the input (or the correct output for valid-but-unusual input), the exit code,
 and that nothing was lost or half-written. Skipped tests are listed with their reason and not counted as handled.
@@ -29,7 +29,8 @@ import pytest
 from _common import git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
-KINDS = ("video-input", "label-input", "config", "kill", "numerics", "disk", "integrity", "inputs")
+KINDS = ("video-input", "label-input", "config", "kill", "numerics", "disk", "integrity", "inputs", "writers",
+         "outputs")
 DESCRIPTIONS = {
     "video-input": "bad or unusual videos and frame folders given to `extract` and `infer`",
     "label-input": "malformed label files: E2E-Spot JSON, class.txt, SoccerNet Labels-v2",
@@ -41,6 +42,10 @@ DESCRIPTIONS = {
                  "`--resume`",
     "inputs": "inputs once accepted silently: frame counts that disagree, duplicated truth events, a bad "
               "`nms.json`, a missing run, an ONNX model of other classes",
+    "writers": "concurrent writers: a second `train`/`--resume` on a run folder in use, a killed holder's lock, "
+               "run folders that cannot be a new run (empty `out=`, a file, a non-empty folder)",
+    "outputs": "output paths that cannot be written (a folder, a read-only folder, under a file, /proc) given to "
+               "`train`, `infer`, `stream`, `export`, `eval --plot`, `extract` and `synth`, refused before any work",
 }
 
 
@@ -78,7 +83,7 @@ def run_suite(fast_only: bool) -> tuple[dict[str, dict[str, Any]], int, float]:
     """Run the fault tests in-process; return the per-test records, pytest's exit code and the wall time."""
     collector = FaultCollector()
     marker = "not slow" if fast_only else ""
-    files = sorted(str(p) for p in (ROOT / "tests").rglob("test_*faults*.py"))
+    files = sorted(str(p) for p in (ROOT / "tests").rglob("test_*.py") if "mark.fault(" in p.read_text())
     start = time.perf_counter()
     code = pytest.main(["-q", "-p", "no:cacheprovider", "-m", marker, "-o", "addopts=", *files], plugins=[collector])
     return collector.items, int(code), time.perf_counter() - start

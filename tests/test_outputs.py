@@ -72,7 +72,7 @@ def tree(folder: Path) -> dict[str, bytes | None]:
     return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in folder.rglob("*")}
 
 
-@pytest.mark.fault("disk")
+@pytest.mark.fault("outputs")
 @pytest.mark.parametrize(("command", "case"), PAIRS)
 def test_an_output_that_cannot_be_written_is_refused_before_any_work(command, case, workdir, capsys, monkeypatch):
     argv, _ = COMMANDS[command]

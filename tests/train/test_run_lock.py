@@ -61,7 +61,7 @@ def assert_names_holder(line: str, pid: int) -> None:
     assert f"host {socket.gethostname()}, PID {pid}" in line, line
 
 
-@pytest.mark.fault("config", cases=2)
+@pytest.mark.fault("writers", cases=2)
 def test_train_and_resume_on_a_locked_folder_are_refused(synth, finished_run, tmp_path, capsys, steps):
     fresh = tmp_path / "fresh"
     run = link_copy(finished_run, tmp_path / "run")
@@ -76,7 +76,7 @@ def test_train_and_resume_on_a_locked_folder_are_refused(synth, finished_run, tm
     assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in run.rglob("*")} == before
 
 
-@pytest.mark.fault("config")
+@pytest.mark.fault("writers")
 def test_a_reader_works_while_the_run_is_locked(synth, finished_run, tmp_path, capsys):
     run = link_copy(finished_run, tmp_path / "run")
     video = next(p for p in sorted((synth / "frames").iterdir()) if p.is_dir())
@@ -87,7 +87,7 @@ def test_a_reader_works_while_the_run_is_locked(synth, finished_run, tmp_path, c
     assert (tmp_path / "pred.json").is_file()
 
 
-@pytest.mark.fault("kill")
+@pytest.mark.fault("writers")
 def test_a_killed_holder_leaves_no_stale_lock(synth, tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -105,7 +105,7 @@ def trainer_config(root: Path, out: Path):
     return toy_config(root, out, "train.epochs=1")
 
 
-@pytest.mark.fault("kill")
+@pytest.mark.fault("writers")
 def test_a_second_pespot_train_while_one_trains_is_refused(synth, tmp_path, capsys):
     run = tmp_path / "run"
     first = Trainer(tmp_path / "first", train_argv(synth, run), FAULT_PAUSE_HISTORY="1")  # waits at start-up
@@ -122,7 +122,7 @@ def test_a_second_pespot_train_while_one_trains_is_refused(synth, tmp_path, caps
         first.proc.wait(timeout=60)
 
 
-@pytest.mark.fault("config")
+@pytest.mark.fault("writers")
 def test_only_rank_0_takes_the_lock(tmp_path, monkeypatch):
     """Under torchrun the other ranks train in rank 0's folder: they must not be refused by its lock."""
     run = tmp_path / "run"
@@ -133,7 +133,7 @@ def test_only_rank_0_takes_the_lock(tmp_path, monkeypatch):
     assert "dataset folder (data.root) not found" in str(err.value)
 
 
-@pytest.mark.fault("config", cases=4)
+@pytest.mark.fault("writers", cases=4)
 @pytest.mark.parametrize("case", ["empty", "file", "not_empty", "under_file"])
 def test_a_run_folder_that_cannot_be_a_new_run_is_refused(case, synth, tmp_path, capsys, steps):
     (tmp_path / "file").write_text("mine\n")
@@ -151,7 +151,7 @@ def test_a_run_folder_that_cannot_be_a_new_run_is_refused(case, synth, tmp_path,
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
-@pytest.mark.fault("config")
+@pytest.mark.fault("writers")
 def test_an_existing_empty_folder_is_a_new_run(synth, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
