@@ -151,6 +151,11 @@ class TrainConfig:
     start_val_epoch: int | None = None  # first epoch with validation mAP; None = epochs - 20 (E2E-Spot)
     val_videos: int | None = None  # validation mAP on the first N videos of the val split (None = all)
     criterion: str = "map"  # model selection: map (mean of mAP at tolerances 1, 2, 4) | loss
+    # The validation mAP's candidates: none (E2E-Spot: every frame's score, no NMS) | eval (the run's own inference
+    # rule, eval.nms and eval.nms_window, as the test split is scored). With dilated targets (data.dilate_len) a
+    # model's score covers several frames around an event and without NMS each counts as a false positive.
+    selection_nms: str = "none"
+    keep_epochs: bool = False  # also keep every epoch's checkpoint as checkpoints/epoch-NNN.pt (E2E-Spot keeps all)
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | none
     compile: bool = False  # torch.compile the model
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -514,6 +519,7 @@ _CHOICES = {
     "loss.omega_mode": ("divide", "multiply", "none"),
     "optim.sam": ("asam", "sam", "none"),
     "train.criterion": ("map", "loss"),
+    "train.selection_nms": ("none", "eval"),
     "train.amp": ("auto", "bf16", "none"),
     "eval.tta": ("none", "flip"),
 }

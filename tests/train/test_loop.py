@@ -239,3 +239,30 @@ def test_choose_nms_at_the_end_of_training_is_stored_in_the_run(tiny_data, tmp_p
     assert "NMS chosen on the validation split" in captured.err
     predictor = load_predictor(run, device="cpu")
     assert predictor.nms_from == str(run / "nms.json") and predictor.cfg.eval.nms == stored["method"]
+
+
+def test_keep_epochs_and_selection_with_the_runs_nms(tiny_data, tmp_path, capsys, monkeypatch):
+    # train.keep_epochs keeps every epoch's checkpoint (sound: it loads and verifies); train.selection_nms=eval
+    # scores validation with the run's own NMS instead of E2E-Spot's "every frame, no NMS".
+    from pespot import infer
+    from pespot.train.checkpoint import load_checkpoint
+
+    seen = []
+    real = infer.predict_videos
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("nms"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(infer, "predict_videos", recording)
+    run = tmp_path / "kept"
+    code = main(["train", "--config", "synthetic", "--json", "--set", f"data.root={tiny_data}", f"out={run}",
+                 "model.clip_len=8", "data.height=32", "data.num_workers=0", "train.batch_size=2",
+                 "train.clips_per_epoch=2", "train.epochs=2", "train.start_val_epoch=0", "train.val_clips=2",
+                 "train.threads=1", "train.keep_epochs=true", "train.selection_nms=eval"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "after the run's NMS (local_max, window 1)" in err
+    assert sorted(p.name for p in (run / "checkpoints").glob("epoch-*.pt")) == ["epoch-001.pt", "epoch-002.pt"]
+    assert [load_checkpoint(run / "checkpoints" / f"epoch-00{e}.pt")["epoch"] for e in (1, 2)] == [1, 2]
+    assert seen == [None, None]  # None: the run's eval.nms (the default selection passes "none")

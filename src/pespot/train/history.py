@@ -56,8 +56,10 @@ def selection_line(cfg: Config, first_map_epoch: int) -> str:
     if first_map_epoch < cfg.start_val_epoch:
         note = f" (train.start_val_epoch={cfg.start_val_epoch} is at or past the end of this {cfg.train.epochs}-epoch run)"
     videos = f"first {cfg.train.val_videos} " if cfg.train.val_videos else ""
+    nms = (f"after the run's NMS ({cfg.eval.nms}, window {cfg.eval.nms_window})" if cfg.train.selection_nms == "eval"
+           else "without NMS")
     return (f"model selection: mean validation mAP at {', '.join(map(str, SELECTION_TOLERANCES))} frames on the "
-            f"{videos}validation videos, from epoch {first_map_epoch + 1}{note}")
+            f"{videos}validation videos {nms}, from epoch {first_map_epoch + 1}{note}")
 
 
 def selection_score(cfg: Config, record: dict) -> float | None:

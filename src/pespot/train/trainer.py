@@ -366,7 +366,8 @@ def end_of_epoch(job: Job, state: TrainState, validate_map: bool) -> dict:
     state.epoch += 1
     state.step_in_epoch = 0
     state.sums = LossSums()
-    save(job, state, ("last.pt", "best.pt") if improved else ("last.pt",))
+    kept = (f"epoch-{state.epoch:03d}.pt",) if cfg.train.keep_epochs else ()
+    save(job, state, ("last.pt", "best.pt") + kept if improved else ("last.pt",) + kept)
     if info.is_main:
         ckpts.write_history(job.out / "metrics.jsonl", state.history)
         with disk_errors(job.out / "tb"):

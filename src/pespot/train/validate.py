@@ -43,7 +43,8 @@ def evaluate_loss(model: nn.Module, loss_fn: nn.Module, loader: Any, autocast: C
 def evaluate_map(model: nn.Module, cfg: Config, classes: list[str], videos: list[Video], loss_fn: nn.Module,
                  info: DistInfo) -> dict[int, float]:
     """Validation mAP per tolerance (frames) as E2E-Spot's model selection: windows side by side, every candidate
-    of the run's rule, no NMS. Each rank scores every ``world_size``-th video; every rank gets the result."""
+    of the run's rule, no NMS (``train.selection_nms: none``) or the run's NMS (``eval``). Each rank scores every
+    ``world_size``-th video; every rank gets the result."""
     from pespot.infer import Predictor, predict_videos
     from pespot.metrics import compute_map
 
@@ -52,7 +53,8 @@ def evaluate_map(model: nn.Module, cfg: Config, classes: list[str], videos: list
     predictor = Predictor(model=model, cfg=cfg, classes=classes, device=info.device, tta=cfg.eval.tta,
                           activation=loss_fn.score_activation)
     mine = videos[info.rank::info.world_size]
-    preds = [p.to_video() for p in predict_videos(predictor, mine, cfg.frames_dir, overlap=0.0, nms="none")]
+    preds = [p.to_video() for p in predict_videos(predictor, mine, cfg.frames_dir, overlap=0.0,
+                                                    nms=None if cfg.train.selection_nms == "eval" else "none")]
     model.train()
     gathered = {v.video: v for part in ddp.gather_objects(preds, info) for v in part}
     result = None
