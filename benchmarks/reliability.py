@@ -5,8 +5,8 @@
     python benchmarks/reliability.py --no-write   # print the table only
 
 Every test in ``tests/**/test_*faults*.py`` carries ``@pytest.mark.fault(kind, cases=N)``: ``kind`` is the fault
-class (video-input, label-input, config, kill, numerics, disk, integrity, inputs) and ``cases`` how many distinct faulty inputs the
-test tries (1 unless it loops over several). A case counts as *handled* when its test passed: the tests assert
+class (video-input, label-input, config, kill, numerics, disk, integrity, inputs, live-source) and ``cases`` how
+many distinct faulty inputs the test tries (1 unless it loops over several). A case counts as *handled* when its test passed: the tests assert
 the clear one-line error naming the input (or the correct output for valid-but-unusual input), the exit code,
 and that nothing was lost or half-written. Skipped tests are listed with their reason and not counted as handled.
 """
@@ -29,7 +29,8 @@ import pytest
 from _common import git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
-KINDS = ("video-input", "label-input", "config", "kill", "numerics", "disk", "integrity", "inputs")
+KINDS = ("video-input", "label-input", "config", "kill", "numerics", "disk", "integrity", "inputs",
+         "live-source")
 DESCRIPTIONS = {
     "video-input": "bad or unusual videos and frame folders given to `extract` and `infer`",
     "label-input": "malformed label files: E2E-Spot JSON, class.txt, SoccerNet Labels-v2",
@@ -41,6 +42,9 @@ DESCRIPTIONS = {
                  "`--resume`",
     "inputs": "inputs once accepted silently: frame counts that disagree, duplicated truth events, a bad "
               "`nms.json`, a missing run, an ONNX model of other classes",
+    "live-source": "live sources whose end or middle is misreported: an MPEG-TS cut inside a packet, garbage "
+                   "inside a TS stream, an HTTP body without a length, a second Ctrl-C, an mp4 with its index at "
+                   "the end on standard input",
 }
 
 

@@ -586,6 +586,9 @@ class StreamReport:
     forced: int = 0  # NMS decisions forced by max_delay
     corrupt_frames: int = 0
     skipped_packets: int = 0
+    # frames < written_frames have all their events written: ``frames`` unless a second interrupt stopped the
+    # scoring of the last ones
+    written_frames: int = 0
     # most frames received after a frame before its events were final (from frame clip_len on: the first
     # clip_len frames wait for the first window)
     max_latency_frames: int = 0
@@ -648,7 +651,7 @@ def run_stream(predictor, source: LiveSource, emit: Callable[[dict[str, Any]], N
 
     Options default to the run's ``eval.*`` config. A source fault or Ctrl-C ends the stream where it is: the
     frames received are scored, their events emitted, and the report says what happened (``error``,
-    ``interrupted``).
+    ``interrupted``; ``written_frames`` when a second Ctrl-C stopped the scoring of the last frames).
     """
     from pespot.infer import prefetch
 
@@ -656,10 +659,14 @@ def run_stream(predictor, source: LiveSource, emit: Callable[[dict[str, Any]], N
                             nms_window=nms_window, max_delay=max_delay, tta=tta)
     report = StreamReport(video=source.name, fps=source.fps)
     started = time.perf_counter()
+    pending: collections.deque[Event] = collections.deque()  # final events not yet written
 
     def send(events: list[Event]) -> None:
-        for event in events:
-            emit(event_record(source.name, event, source.fps))
+        # An event leaves ``pending`` once written: an interrupt between two writes loses none of the rest.
+        pending.extend(events)
+        while pending:
+            emit(event_record(source.name, pending[0], source.fps))
+            pending.popleft()
             report.events += 1
 
     interrupted = False
@@ -683,6 +690,7 @@ def run_stream(predictor, source: LiveSource, emit: Callable[[dict[str, Any]], N
     except KeyboardInterrupt:  # a second Ctrl-C: stop now
         interrupted = True
     report.frames = spotter.scorer.received
+    report.written_frames = pending[0].frame if pending else spotter.decided_upto
     report.windows = spotter.scorer.windows_run
     report.seconds = time.perf_counter() - started
     report.forced = spotter.finaliser.forced

@@ -130,12 +130,14 @@ def run(args: argparse.Namespace) -> int:
     for warning in report.warnings:
         print(f"pespot stream: warning: {warning}", file=sys.stderr)
     if report.error:
-        print(f"pespot stream: error: {report.error}; the {report.events} events of the {report.frames} frames "
-              f"before it were written", file=sys.stderr)
+        written = (f"the {report.events} events of the {report.frames} frames before it were written"
+                   if report.written_frames >= report.frames else _partly_written(report))
+        print(f"pespot stream: error: {report.error}; {written}", file=sys.stderr)
     if report.interrupted:
         by = "" if stop.received in (None, "SIGINT") else f" by {stop.received}"
-        print(f"pespot stream: interrupted{by} after {report.frames} frames; their {report.events} events were "
-              "written", file=sys.stderr)
+        written = (f"their {report.events} events were written" if report.written_frames >= report.frames
+                   else _partly_written(report))
+        print(f"pespot stream: interrupted{by} after {report.frames} frames; {written}", file=sys.stderr)
     nms = nms_in_use(args, predictor)
     if args.json:
         summary = report.to_json()
@@ -158,6 +160,13 @@ def run(args: argparse.Namespace) -> int:
     if report.interrupted:
         return 143 if stop.received == "SIGTERM" else 130
     return 1 if report.error else 0
+
+
+def _partly_written(report) -> str:
+    """What was written when a second interrupt stopped the scoring of the last frames received."""
+    covered = f"frames 0 to {report.written_frames - 1}" if report.written_frames else "no frame"
+    return (f"a second interrupt stopped the final scoring: the {report.events} events written cover {covered} "
+            f"only (not frames {report.written_frames} to {report.frames - 1})")
 
 
 class StopSignals:
