@@ -6,9 +6,10 @@
 
 Every test in ``tests/**/test_*faults*.py`` carries ``@pytest.mark.fault(kind, cases=N)``: ``kind`` is the fault
 class (video-input, label-input, config, kill, numerics, disk, integrity, inputs, live-source) and ``cases`` how
-many distinct faulty inputs the test tries (1 unless it loops over several). A case counts as *handled* when its test passed: the tests assert
-the clear one-line error naming the input (or the correct output for valid-but-unusual input), the exit code,
-and that nothing was lost or half-written. Skipped tests are listed with their reason and not counted as handled.
+many distinct faulty inputs the test tries (1 unless it loops over several). A case counts as *handled* when its
+test passed: the tests assert the clear one-line error naming the input (or the correct output for valid-but-unusual
+input), the exit code, and that nothing was lost or half-written. Skipped tests are listed with their reason and not
+counted as handled.
 """
 
 from __future__ import annotations
