@@ -4,9 +4,9 @@
     python benchmarks/reliability.py --fast-only  # only the tests `make test` runs
     python benchmarks/reliability.py --no-write   # print the table only
 
-Every test marked ``@pytest.mark.fault(kind, cases=N)`` (in any ``tests/**/test_*.py``) counts: ``kind`` is the fault
-class (video-input, label-input, config, kill, numerics, disk, integrity, inputs, writers, outputs) and ``cases`` how many distinct faulty inputs the
-test tries (1 unless it loops over several). A case counts as *handled* when its test passed: the tests assert
+Every test marked ``@pytest.mark.fault(kind, cases=N)`` (in any ``tests/**/test_*.py``) counts: ``kind`` is the
+fault class (video-input, label-input, config, kill, numerics, disk, integrity, inputs, writers, outputs,
+live-source) and ``cases`` how many distinct faulty inputs the test tries (1 unless it loops over several). A case counts as *handled* when its test passed: the tests assert
 the clear one-line error naming the input (or the correct output for valid-but-unusual input), the exit code,
 and that nothing was lost or half-written. Skipped tests are listed with their reason and not counted as handled.
 """
@@ -30,7 +30,7 @@ from _common import git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("video-input", "label-input", "config", "kill", "numerics", "disk", "integrity", "inputs", "writers",
-         "outputs")
+         "outputs", "live-source")
 DESCRIPTIONS = {
     "video-input": "bad or unusual videos and frame folders given to `extract` and `infer`",
     "label-input": "malformed label files: E2E-Spot JSON, class.txt, SoccerNet Labels-v2",
@@ -46,6 +46,9 @@ DESCRIPTIONS = {
                "run folders that cannot be a new run (empty `out=`, a file, a non-empty folder)",
     "outputs": "output paths that cannot be written (a folder, a read-only folder, under a file, /proc) given to "
                "`train`, `infer`, `stream`, `export`, `eval --plot`, `extract` and `synth`, refused before any work",
+    "live-source": "live sources whose end or middle is misreported: an MPEG-TS cut inside a packet, garbage "
+                   "inside a TS stream, an HTTP body without a length, a second Ctrl-C, an mp4 with its index at "
+                   "the end on standard input",
 }
 
 

@@ -4,10 +4,12 @@
     pespot stream runs/tennis http://camera.local/live.ts --out events.jsonl
     ffmpeg -i rtsp://camera/feed -c copy -f mpegts - | pespot stream runs/tennis - --lookahead 31
 
-SOURCE is a video file, a URL FFmpeg reads (http://, https://, rtsp://, udp://, ...) or - (a container on
-standard input; give --format when FFmpeg cannot guess it, e.g. mpegts). Frames are decoded as they arrive and
-windows are run as soon as they are full; each event is written as one JSON line
-{"video", "frame", "time", "label", "score"} to stdout (or --out FILE.jsonl, flushed line by line) the moment
+SOURCE is a video file, a URL FFmpeg reads (http://, https://, rtsp://, udp://, ...), a named pipe or - (a container
+on standard input; give --format when FFmpeg cannot guess it, e.g. mpegts). An mp4 on standard input whose index
+(moov) follows its media data, as most camera files, cannot be read as it arrives: it is copied to a temporary file
+(said on stderr, deleted afterwards) and spotted once complete (`ffmpeg -movflags faststart` puts the index first).
+Frames are decoded as they arrive and windows are run as soon as they are full; each event is written as one JSON
+line {"video", "frame", "time", "label", "score"} to stdout (or --out FILE.jsonl, flushed line by line) the moment
 it is final: when no later window can change its score or its NMS neighbourhood.
 
 Latency: --lookahead L (frames, 0 to clip_len - 1) is how many frames after a frame the windows that score it
@@ -19,12 +21,16 @@ Threshold, NMS and window overlap come from the run's eval config (or the option
 is not applied to a stream. --nms greedy or soft can make a decision wait for a chain of candidates; after
 --max-delay frames it is forced (counted in the summary; only then may stream and infer differ).
 
-End of stream, Ctrl-C, or a source fault (no data for --timeout seconds, a dropped connection, a stream that
-ends mid-packet) ends the stream where it is: the frames received are scored as if the stream ended there,
-their events are written, and a one-line message says what happened (exit 0 at a clean end, 1 after a fault,
-130 after Ctrl-C). Ctrl-C ends the stream at once, even on a pipe that is open but idle or a network source
-that stalls (FFmpeg's blocked network read is left behind after a second); SIGTERM (docker stop, systemd) does
-the same and exits 143. A summary goes to stderr (one JSON object with --json).
+End of stream, Ctrl-C, or a source fault (no data for --timeout seconds, a dropped connection, a stream that ends
+mid-packet, an MPEG-TS cut inside a transport packet included) ends the stream where it is: the frames received,
+those still in the decoder included, are scored as if the stream ended there, their events are written, and a
+one-line message says what happened (exit 0 at a clean end, 1 after a fault, 130 after Ctrl-C; a second Ctrl-C stops
+the final scoring, and the message says up to which frame events were written). An HTTP body without a
+Content-Length ends normally when the server closes it. Frames follow their timestamps where they are regular:
+frames lost inside the stream (damaged or skipped data) are counted in a warning and their numbers kept free (filled
+with the frame before), so that later frame numbers stay right. Ctrl-C ends the stream at once, even on a pipe that
+is open but idle or a network source that stalls (FFmpeg's blocked network read is left behind after a second);
+SIGTERM (docker stop, systemd) does the same and exits 143. A summary goes to stderr (one JSON object with --json).
 """
 
 from __future__ import annotations
@@ -118,24 +124,30 @@ def run(args: argparse.Namespace) -> int:
                          nms=args.nms, nms_window=args.nms_window, max_delay=args.max_delay)
     with StopSignals() as stop:
         source = stream.LiveSource(args.source, height=predictor.height, timeout=args.timeout, fmt=args.format,
-                                   fps=args.fps, name=args.video)
-        writer = stream.JsonLinesWriter(args.out)
+                                   fps=args.fps, name=args.video,
+                                   notify=lambda message: print(f"pespot stream: {message}", file=sys.stderr))
         try:
-            report = stream.run_stream(predictor, source, writer, overlap=args.overlap, lookahead=args.lookahead,
-                                       threshold=args.threshold, nms=args.nms, nms_window=args.nms_window,
-                                       max_delay=args.max_delay)
+            writer = stream.JsonLinesWriter(args.out)
+            try:
+                report = stream.run_stream(predictor, source, writer, overlap=args.overlap,
+                                           lookahead=args.lookahead, threshold=args.threshold, nms=args.nms,
+                                           nms_window=args.nms_window, max_delay=args.max_delay)
+            finally:
+                writer.close()
         finally:
-            writer.close()
+            source.remove_copy()  # the source removes it when it ends; not if it never started
 
     for warning in report.warnings:
         print(f"pespot stream: warning: {warning}", file=sys.stderr)
     if report.error:
-        print(f"pespot stream: error: {report.error}; the {report.events} events of the {report.frames} frames "
-              f"before it were written", file=sys.stderr)
+        written = (f"the {report.events} events of the {report.frames} frames before it were written"
+                   if report.written_frames >= report.frames else _partly_written(report))
+        print(f"pespot stream: error: {report.error}; {written}", file=sys.stderr)
     if report.interrupted:
         by = "" if stop.received in (None, "SIGINT") else f" by {stop.received}"
-        print(f"pespot stream: interrupted{by} after {report.frames} frames; their {report.events} events were "
-              "written", file=sys.stderr)
+        written = (f"their {report.events} events were written" if report.written_frames >= report.frames
+                   else _partly_written(report))
+        print(f"pespot stream: interrupted{by} after {report.frames} frames; {written}", file=sys.stderr)
     nms = nms_in_use(args, predictor)
     if args.json:
         summary = report.to_json()
@@ -158,6 +170,13 @@ def run(args: argparse.Namespace) -> int:
     if report.interrupted:
         return 143 if stop.received == "SIGTERM" else 130
     return 1 if report.error else 0
+
+
+def _partly_written(report) -> str:
+    """What was written when a second interrupt stopped the scoring of the last frames received."""
+    covered = f"frames 0 to {report.written_frames - 1}" if report.written_frames else "no frame"
+    return (f"a second interrupt stopped the final scoring: the {report.events} events written cover {covered} "
+            f"only (not frames {report.written_frames} to {report.frames - 1})")
 
 
 class StopSignals:
