@@ -1,5 +1,8 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv on first use.
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv on first use: with uv when it is
+# on the PATH (the same packages; its set-up took half of pip's time on a fresh clone, README "Install"), else with
+# pip. `make UV= demo` uses pip even where uv is installed (uv does not read pip's configuration files).
 PYTHON ?= python3
+UV ?= $(shell command -v uv 2>/dev/null)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -7,9 +10,14 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test test-slow test-all test-browser browser bench lint clean
 
 $(STAMP): pyproject.toml
+ifneq ($(UV),)
+	$(UV) venv --allow-existing --seed --python $(PYTHON) $(VENV)
+	$(UV) pip install --python $(BIN)/python -e ".[dev]"
+else
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e ".[dev]"
+endif
 	touch $(STAMP)
 
 demo: $(STAMP)

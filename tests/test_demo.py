@@ -1,12 +1,14 @@
 """The demo pipeline end to end at the tiny preset: synth, train a few steps, infer, eval, report."""
 
 import json
+import math
 
 import pytest
+import torch
 
 from pespot.cli import main
 from pespot.data.labels import Event, Video
-from pespot.demo import frequency_baseline, run_demo
+from pespot.demo import demo_config, fit_steps, frequency_baseline, run_demo
 from pespot.metrics import compute_map
 
 
@@ -19,6 +21,33 @@ def test_frequency_baseline_scores_every_frame_by_class_share():
     assert {e.score for e in pred.events if e.label == "y"} == {0.01}
     res = compute_map(test, [pred], ["x", "y", "z"], (0,))
     assert 0 < res.mAP[0] < 1  # one true frame among five equally scored ones
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 5, 7, 8, 13, 97, 480, 487, 500, 1200])
+def test_demo_trains_exactly_the_steps_asked(tmp_path, steps):
+    # --steps 500 used to train 8 x 62 = 496 steps, --steps 487 (a prime) 480
+    cfg = demo_config(tmp_path / "data", tmp_path / "run", "cpu", 0)
+    preset_epochs, preset_warmup = cfg.train.epochs, cfg.optim.warmup_epochs
+    fit_steps(cfg, steps)
+    per_epoch = math.ceil(cfg.clips_per_epoch / cfg.train.batch_size)  # the trainer's steps per epoch
+    assert cfg.train.epochs * per_epoch == steps
+    assert 1 <= cfg.train.epochs <= preset_epochs
+    assert per_epoch >= 4 or cfg.train.epochs == 1
+    # the warm-up is the preset's share of the steps (1 epoch of 8), however many epochs the steps are split into
+    assert cfg.optim.warmup_epochs * per_epoch == pytest.approx(steps * preset_warmup / preset_epochs)
+
+
+def test_demo_steps_run_through_the_trainer(tiny_dataset, tmp_path):
+    from pespot.train.trainer import train
+
+    cfg = demo_config(tiny_dataset, tmp_path / "run", "cpu", 0,
+                      ["model.clip_len=8", "data.height=32", "data.num_workers=0", "train.val_clips=2",
+                       "train.threads=1"])
+    fit_steps(cfg, 7)  # a prime below the preset's 8 epochs: used to be 7 epochs of 1 step
+    summary = train(cfg, progress=False)
+    assert (summary["steps"], summary["epochs_completed"]) == (7, 1)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    assert ckpt["scheduler"]["last_epoch"] == 7  # the schedule ends with the last step
 
 
 @pytest.mark.slow  # one of the longest of the default suite (make test <= 4 min)

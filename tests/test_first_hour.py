@@ -273,6 +273,17 @@ def test_infer_finds_the_frames_beside_a_split(capsys, tiny_dataset, tour_run, t
     assert "--frames DIR" in err and str(alone.parent / "frames") in err
 
 
+def test_infer_logs_no_progress_bar_when_stderr_is_a_file(capfd, tiny_dataset, tour_run, tmp_path):
+    """The per-frame bar is for a terminal: a log file gets each video's summary line, not carriage returns."""
+    code = main(["infer", str(tour_run), str(tiny_dataset / "test.json"), "--out", str(tmp_path / "p.json"),
+                 "--device", "cpu"])
+    captured = capfd.readouterr()
+    assert code == 0, captured.err
+    assert "\r" not in captured.err and "frame/s" not in captured.err  # no bar, not even its last state
+    summaries = re.findall(r"^(test_\d+): \d+ frames, \d+ events", captured.out, flags=re.MULTILINE)
+    assert summaries == ["test_0000", "test_0001"], captured.out
+
+
 def test_infer_spots_every_video_of_a_folder_and_reports_the_broken_one(capsys, tour_run, tmp_path):
     from conftest import write_video
 

@@ -119,15 +119,15 @@ def test_demo_help_and_readme_say_the_codes_numbers():
 
 
 def test_demo_steps_are_what_the_help_says():
-    from pespot.demo import demo_steps
+    from pespot.demo import MIN_STEPS_PER_EPOCH, demo_steps
 
-    assert demo_steps(5, 8) == (5, 1)  # fewer steps than epochs: exactly that many
-    assert demo_steps(8, 8) == (8, 1)
-    assert demo_steps(480, 8) == (8, 60)
-    epochs, per_epoch = demo_steps(485, 8)  # rounded down to a multiple of the epochs, as the help says
-    assert epochs * per_epoch == 480
+    assert demo_steps(480, 8) == (8, 60)  # the default: the preset's 8 epochs
+    assert demo_steps(500, 8) == (5, 100)  # the most epochs <= 8 that divide 500
+    assert demo_steps(7, 8) == (1, 7)  # no split into epochs of at least 4 steps: one epoch
     (action,) = [a for a in PARSERS["demo"]._actions if "--steps" in a.option_strings]
-    assert "multiple of 8" in " ".join(action.help.split())
+    text = " ".join(action.help.split())
+    assert "exactly that many" in text and "at most the synthetic preset's 8" in text
+    assert f"at least {MIN_STEPS_PER_EPOCH} steps" in text
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -101,6 +101,12 @@ def test_eval_cli_json_nms_and_plots(tmp_path, capsys):
     code, out, _ = run_cli(["eval", str(tmp_path / "test.json"), str(tmp_path / "pred.json"), "--nms", "1"], capsys)
     assert code == 0 and "mAP without NMS" in out and "mAP with NMS (local_max, window 1)" in out
     assert "Avg mAP (across tolerances)" in out
+    # predictions that had the NMS already (as infer's have): one table and a line saying so, not two equal tables
+    save_split(apply_nms(pred, "local_max", 1), tmp_path / "pred_nms.json")
+    code, out, _ = run_cli(["eval", str(tmp_path / "test.json"), str(tmp_path / "pred_nms.json"), "--nms", "1"],
+                           capsys)
+    assert code == 0 and out.count("AP @ tol") == 1
+    assert "mAP with NMS (local_max, window 1): the same as without" in out
 
 
 def test_eval_cli_errors_are_one_line(tmp_path, capsys):

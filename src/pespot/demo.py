@@ -7,8 +7,8 @@ What ``pespot demo`` (and ``make demo``) runs on a fresh machine with no network
    ``synthetic`` preset's from-scratch recipe (configs/synthetic.yaml: small frames and clips, no ASAM; the demo
    prints every deviation from the paper's recipe). By default the number of optimiser steps is fixed per preset
    (``DEFAULT_STEPS``: same result on every machine; ``MEASURED_MINUTES`` says how long it took); ``steps``
-   chooses another number (``demo_steps``); with ``minutes`` it is sized from a short calibration of the step
-   time so that the whole demo takes about that long;
+   chooses another number, trained exactly (``fit_steps``); with ``minutes`` it is sized from a short
+   calibration of the step time so that the whole demo takes about that long;
 3. ``pespot infer`` spots events in the test split's videos (sliding windows with half overlap, local-maximum NMS);
 4. ``pespot eval`` scores them (mAP at tolerances 0, 1, 2, 4 frames, per class) and so does the same evaluation
    on a trivial baseline that predicts every frame of every class with that class's training frequency as its
@@ -43,11 +43,33 @@ DEFAULT_STEPS = {"tiny": 16, "small": 480, "bench": 1200}
 MEASURED_MINUTES = {"small": 11.4}
 
 
+# Fewest optimiser steps in an epoch of the demo when ``steps`` allows it: every epoch ends with a validation pass,
+# which should not cost more than the training it follows.
+MIN_STEPS_PER_EPOCH = 4
+
+
 def demo_steps(steps: int, epochs: int) -> tuple[int, int]:
-    """(epochs, steps per epoch) that train ``steps`` optimiser steps in at most ``epochs`` epochs: fewer steps
-    than epochs train one epoch per step (exact); more are rounded down to a multiple of ``epochs``."""
-    epochs = min(epochs, steps)
-    return epochs, steps // epochs
+    """(epochs, steps per epoch) whose product is exactly ``steps``: the most epochs, at most ``epochs``, that
+    divide ``steps`` into epochs of at least ``MIN_STEPS_PER_EPOCH`` steps; one epoch when none does (fewer than
+    ``2 * MIN_STEPS_PER_EPOCH`` steps, or a prime number of them above ``epochs``).
+
+    The trainer's epochs all have the same number of steps (exact resume and ``--resume --set train.epochs=N``
+    rely on it), so an exact total is a divisor, not a shorter last epoch."""
+    if steps < 1 or epochs < 1:
+        raise PespotError(f"--steps: expected a positive number of optimiser steps, got {steps}")
+    chosen = max(e for e in range(1, min(epochs, steps) + 1)
+                 if steps % e == 0 and (e == 1 or steps // e >= MIN_STEPS_PER_EPOCH))
+    return chosen, steps // chosen
+
+
+def fit_steps(cfg: Config, steps: int) -> None:
+    """Make ``cfg`` train exactly ``steps`` optimiser steps (``demo_steps`` over its ``train.epochs``), the
+    warm-up staying the same share of the steps as in the preset (``optim.warmup_epochs`` scaled with the epochs)."""
+    preset_epochs = cfg.train.epochs
+    epochs, per_epoch = demo_steps(steps, preset_epochs)
+    cfg.optim.warmup_epochs = cfg.optim.warmup_epochs * epochs / preset_epochs
+    cfg.train.epochs = epochs
+    cfg.train.clips_per_epoch = per_epoch * cfg.train.batch_size
 
 
 def demo_config(data_root: Path, run_dir: Path, device: str, seed: int, overrides: list[str] | None = None) -> Config:
@@ -197,9 +219,8 @@ def run_demo(out: str | Path = "runs/demo", preset: str = "small", minutes: floa
         clips_per_epoch = cfg.clips_per_epoch
     elif minutes is None:
         per_step = float("nan")
-        cfg.train.epochs, per_epoch = demo_steps(steps or DEFAULT_STEPS[preset], cfg.train.epochs)
-        clips_per_epoch = per_epoch * cfg.train.batch_size
-        cfg.train.clips_per_epoch = clips_per_epoch
+        fit_steps(cfg, steps or DEFAULT_STEPS[preset])
+        clips_per_epoch = cfg.clips_per_epoch
     else:
         per_step = seconds_per_step(cfg, len(classes))
         train_budget = max(budget_s - (time.time() - start), 60.0) * TRAIN_SHARE

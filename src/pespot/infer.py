@@ -396,8 +396,9 @@ def predict_scores(predictor: Predictor, source: Any, overlap: float = 0.5, batc
 
     from tqdm import tqdm
 
-    bar = tqdm(total=stream.num_frames, unit="frame", desc=desc or stream.name or None, disable=not progress,
-               leave=False, dynamic_ncols=True)
+    # None: no bar when stderr is not a terminal (a log file gets the per-video summary line, not bar fragments)
+    bar = tqdm(total=stream.num_frames, unit="frame", desc=desc or stream.name or None,
+               disable=not progress or None, leave=False, dynamic_ncols=True)
     pending: list[tuple[int, np.ndarray, int]] = []
 
     def flush() -> None:

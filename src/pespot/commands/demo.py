@@ -34,7 +34,7 @@ results.json/results.md go into OUT/run. On a CUDA machine training uses the GPU
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``pespot demo``; every number in the help comes from the code."""
     from pespot.config import preset_defaults
-    from pespot.demo import DEFAULT_STEPS, MEASURED_MINUTES
+    from pespot.demo import DEFAULT_STEPS, MEASURED_MINUTES, MIN_STEPS_PER_EPOCH
 
     train = preset_defaults("synthetic")
     epochs = train.train.epochs
@@ -49,9 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"calibration (default: a fixed number of steps per preset: {per_preset}; small took "
                              f"about {round(MEASURED_MINUTES['small'])} minutes on 2 CPU cores)")
     parser.add_argument("--steps", type=int, default=None,
-                        help=f"optimiser steps instead of the preset's fixed number, spread over the synthetic "
-                             f"preset's {epochs} epochs: rounded down to a multiple of {epochs}; fewer than {epochs} "
-                             f"steps train one epoch per step (exactly that many steps); not with --minutes")
+                        help=f"optimiser steps instead of the preset's fixed number, exactly that many: in the most "
+                             f"epochs (at most the synthetic preset's {epochs}) that split them into equal epochs of "
+                             f"at least {MIN_STEPS_PER_EPOCH} steps, else in one epoch; the warm-up stays the "
+                             f"preset's share of the steps; not with --minutes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the training (default %(default)s)")
     parser.add_argument("--device", default="auto",
                         help="auto (CUDA when present) | cpu | cuda | cuda:N (default %(default)s)")

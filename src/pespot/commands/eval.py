@@ -200,7 +200,11 @@ def _run_frames(args: argparse.Namespace) -> int:
     print(_table(raw, "mAP without NMS" if args.nms is not None else "mAP"))
     if args.nms is not None:
         print()
-        print(_table(final, f"mAP with NMS ({args.nms_method}, window {args.nms})"))
+        if (final.mAP, final.per_class) != (raw.mAP, raw.per_class):
+            print(_table(final, f"mAP with NMS ({args.nms_method}, window {args.nms})"))
+        else:  # e.g. predictions of `pespot infer`, which applied the run's NMS already: no second, equal table
+            print(f"mAP with NMS ({args.nms_method}, window {args.nms}): the same as without (predictions of "
+                  "`pespot infer` have had an NMS already)")
     for p in plots:
         print(f"wrote {p}")
     return 0
