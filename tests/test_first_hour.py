@@ -65,7 +65,7 @@ def test_eval_with_truth_and_predictions_swapped_suggests_the_swap(capsys, tmp_p
 
 
 def test_ctrl_c_while_the_commands_load_is_one_line(capsys, monkeypatch):
-    def interrupted():
+    def interrupted(only=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "build_parser", interrupted)

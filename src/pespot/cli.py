@@ -30,14 +30,19 @@ COMMANDS = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser with every sub-command of the contract."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser with every sub-command of the contract. With ``only`` (a command's name), only that
+    command's module is imported and its options added; the others are listed by name and help, so that
+    ``pespot --version``, ``--help`` and each command pay for their own imports only."""
     from pespot import __version__
 
     parser = argparse.ArgumentParser(prog="pespot", description="Precise event spotting in sports video.")
     parser.add_argument("--version", action="version", version=f"pespot {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name, help_text in COMMANDS:
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_text)
+            continue
         module = importlib.import_module(f"pespot.commands.{module_name}")
         p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip(),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,13 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def chosen_command(argv: list[str]) -> str:
+    """The sub-command named on the command line ('' for none): the first argument that is not an option (the
+    top-level options, --help and --version, take no value)."""
+    first = next((a for a in argv if not a.startswith("-")), "")
+    return first if first in {name for name, _, _ in COMMANDS} else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pespot`` console script."""
     from pespot.errors import PespotError
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
-        parser = build_parser()
+        parser = build_parser(only=chosen_command(sys.argv[1:] if argv is None else argv))
     except KeyboardInterrupt:  # Ctrl-C while the commands load (torch takes seconds): one line, no traceback
         print("pespot: interrupted", file=sys.stderr)
         return 130
