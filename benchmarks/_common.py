@@ -130,6 +130,12 @@ def machine_line(m: dict, seconds: float) -> str:
             + f", 1-minute load average {m['load_average_1min_start']:.2f} at the start; {seconds} s in all")
 
 
+def machine_section(report: dict) -> list[str]:
+    """A report's closing '## Machine' section: CPU, cores, torch and the commit of pespot."""
+    return ["## Machine", "", (f"{report['machine']['cpu']}, {report['machine']['cores']} cores; torch "
+            f"{report['versions']['torch']}, pespot at {report['versions']['pespot_commit']}."), ""]
+
+
 def candidates_line(runs: list[dict]) -> str:
     """What a report says about its candidates: the runs' ``threshold`` and ``top_k`` and where the threshold
     was checked."""

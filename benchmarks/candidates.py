@@ -27,7 +27,7 @@ from pespot.infer import load_predictor, predict_scores, scores_to_events
 from pespot.metrics import compute_map
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, versions
+from _common import machine, machine_section, versions
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCES = (0, 1, 2, 4)
@@ -95,8 +95,7 @@ def write_markdown(report: dict, path: Path) -> None:
                            f"({100 * (e2e['mAP']['2'] - base['mAP']['2']):+.1f} points), keeping "
                            f"{e2e['events']:,} of {base['events']:,} events.")]
         lines.append("")
-    lines += ["## Machine", "", (f"{report['machine']['cpu']}, {report['machine']['cores']} cores; torch "
-              f"{report['versions']['torch']}, pespot at {report['versions']['pespot_commit']}."), ""]
+    lines += machine_section(report)
     write_text_atomic(path, "\n".join(lines))
 
 

@@ -34,7 +34,7 @@ from pespot.metrics import compute_map
 from pespot.train.history import SELECTION_TOLERANCES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, versions
+from _common import machine, machine_section, versions
 
 TOLERANCES = (0, 1, 2, 4)
 CRITERIA = {"none": "without NMS (E2E-Spot)", "eval": "with the run's NMS"}
@@ -138,8 +138,7 @@ def write_markdown(report: dict, path: Path) -> None:
             lines.append(f"| {_label(r['run'])} | {e['epoch']} | {100 * e['val']['none']:.1f} | "
                          f"{100 * e['val']['eval']:.1f} | "
                          + " | ".join(f"{100 * e['test'][str(t)]:.1f}" for t in TOLERANCES) + " |")
-    lines += ["", "## Machine", "", (f"{report['machine']['cpu']}, {report['machine']['cores']} cores; torch "
-              f"{report['versions']['torch']}, pespot at {report['versions']['pespot_commit']}."), ""]
+    lines += ["", *machine_section(report)]
     write_text_atomic(path, "\n".join(lines))
 
 
