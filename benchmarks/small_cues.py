@@ -1,6 +1,6 @@
 """Why training stays at the prior when the decisive cue is small: measurements, before any fix.
 
-    python benchmarks/small_cues.py [--parts cue network grads probe] [--runs NAME=RUN_DIR ...]
+    python benchmarks/small_cues.py [--parts cue network modules grads probe] [--runs NAME=RUN_DIR ...]
                                     [--out docs/results/small_cues]
 
 Compares the two synthetic worlds (docs/synthetic.md): ``rally-side`` (a ball of radius 2.6 px at 64 px) and
@@ -17,6 +17,9 @@ Compares the two synthetic worlds (docs/synthetic.md): ``rally-side`` (a ball of
   frames resized to 128 px; live residual initialisation with RGB input (the first recipe) and with the grey
   frame and its differences (``model.input: gray_diff``, the recipe), zero initialisation with RGB; plus the BatchNorm batch-statistics noise at
   batch 2 x clip 64 against batch 8 x clip 64.
+* ``modules``: the ``network`` ratio for the recipe's untrained model with each temporal module in the
+  bottlenecks (ASTRM, ASTRM with Gt's centre tap at initialisation, GSM, none), and the taps of ASTRM's global
+  temporal kernel at initialisation.
 * ``grads``: per stage (stem, s1-s4, the temporal modules, Bi-GRU, classifier), at random initialisation, the
   gradient's norm and its coherence over 8 training batches, for the first recipe, single changes the exploration
   tried on top of it, and the recipe (the ``synthetic`` preset as it is), on each world.
@@ -191,7 +194,7 @@ def _quantiles(values: np.ndarray) -> dict[str, float]:
 
 
 def build(residual_init: str, clip_len: int, checkpoint: Path | None = None, num_classes: int = 7,
-          model_input: str = "rgb") -> torch.nn.Module:
+          model_input: str = "rgb", extra: tuple[str, ...] = ()) -> torch.nn.Module:
     """The recipe's model (``synthetic`` preset), untrained (``residual_init``, ``model_input``: rgb as the
     first recipe, gray_diff as the recipe) or a run's checkpoint (its own input)."""
     from pespot.config import load_config
@@ -202,7 +205,7 @@ def build(residual_init: str, clip_len: int, checkpoint: Path | None = None, num
 
         return load_predictor(checkpoint, device="cpu").model.eval()
     cfg = load_config("synthetic", [f"model.residual_init={residual_init}", f"model.clip_len={clip_len}",
-                                    f"model.input={model_input}"])
+                                    f"model.input={model_input}", *extra])
     torch.manual_seed(0)
     return build_model(cfg, num_classes, load_weights=False).eval()
 
@@ -250,6 +253,50 @@ def part_network(clip_len: int = 64) -> dict:
                         values.append(float((ball_effect / change.clamp_min(1e-8)).median()))
                 report[f"{init}/{name}/{size}px/{model_input}"] = {s: float(np.mean(v)) for s, v in ratios.items() if v}
     report["batchnorm"] = bn_noise(clip_len)
+    return report
+
+
+MODULE_VARIANTS = {"ASTRM (the paper's, the recipe)": ("model.temporal_module=astrm",),
+                   "ASTRM, Gt centre tap at init (model.astrm.gt_center_init)": (
+                       "model.temporal_module=astrm", "model.astrm.gt_center_init=true"),
+                   "GSM (E2E-Spot)": ("model.temporal_module=gsm",),
+                   "no temporal module": ("model.temporal_module=none",)}
+
+
+def part_modules(clip_len: int = 64, size: int = 64) -> dict:
+    """The ball through the untrained backbone (the recipe: live init, gray_diff, 64 px) with each temporal module
+    in the bottlenecks, and the kernels θ that ASTRM's Gt gives at initialisation (mean over clips, channels and
+    blocks, per tap): whether the module starts by mixing neighbouring frames."""
+    from pespot.model.astrm import ASTRM, set_reference_implementation
+
+    report: dict[str, Any] = {}
+    for variant, keys in MODULE_VARIANTS.items():
+        model = build("live", clip_len, model_input="gray_diff", extra=keys)
+        set_reference_implementation(model, True)
+        thetas: list[torch.Tensor] = []
+        hooks = [m.gt.register_forward_hook(lambda mod, i, o, store=thetas: store.append(o.detach()))
+                 for m in model.modules() if isinstance(m, ASTRM) and m.gt is not None]
+        for name, world in WORLDS.items():
+            ratios: dict[str, list[float]] = {s: [] for s in (*STAGES, "pooled")}
+            for spec in world.plan_dataset("small", 0)["train"][:3]:
+                with_ball, without, pixels = render_pair(world, spec)
+                visible = np.flatnonzero(~np.isnan(pixels[:, 0]))
+                if len(visible) < clip_len + 1:
+                    continue
+                lo = int(visible[len(visible) // 2 - clip_len // 2])
+                a = stage_outputs(model, with_ball[lo:lo + clip_len], size)
+                b = stage_outputs(model, without[lo:lo + clip_len], size)
+                c = stage_outputs(model, without[lo + 1:lo + 1 + clip_len], size)
+                for s, values in ratios.items():
+                    ball_effect = (a[s] - b[s]).flatten(1).norm(dim=1)
+                    change = (c[s] - b[s]).flatten(1).norm(dim=1)
+                    values.append(float((ball_effect / change.clamp_min(1e-8)).median()))
+            report[f"{variant} / {name}"] = {s: float(np.mean(v)) for s, v in ratios.items() if v}
+        for h in hooks:
+            h.remove()
+        if thetas:
+            taps = torch.cat([t.reshape(-1, t.shape[-1]) for t in thetas])
+            report[f"{variant} / theta"] = {"mean": taps.mean(0).tolist(), "sum_mean": float(taps.sum(1).mean())}
     return report
 
 
@@ -427,7 +474,9 @@ def event_auc(train: list, val: list, alpha: float = 1.0) -> float:
 
 def markdown(report: dict) -> str:
     lines = ["# Small cues: why training stays at the prior (measurements before any fix)", "",
-             f"Made by `{report['command']}` ({report['date']}, {report['machine']['cpu']}).", ""]
+             f"Made by `{report['command']}` ({report['date']}, {report['machine']['cpu']})"
+             + "".join(f"; {part}: `{cmd}`" for part, cmd in report.get("part_commands", {}).items()
+                       if cmd and cmd != report["command"]) + ".", ""]
     if "cue" in report:
         lines += ["## The ball through the data pipeline", "",
                   ("Contrast = the largest luma difference (0-255) within 2 px of the ball's centre between the "
@@ -463,6 +512,24 @@ def markdown(report: dict) -> str:
         lines += ["", (f"BatchNorm (first stage, court-top): the spread of batch means is "
                       f"{bn['batch2_spread_over_frame_spread']:.2f} of the spread of single frames at batch 2 "
                       f"x clip {bn['clip_len']}, {bn['batch8_spread_over_frame_spread']:.2f} at batch 8."), ""]
+    if "modules" in report:
+        lines += ["## The temporal module in every bottleneck, at initialisation", "",
+                  ("The ratio of the section above for the recipe's untrained model (live initialisation, grey frame "
+                  "and differences, 64 px) with each temporal module in the bottlenecks (the same 3 clips per world); "
+                  "and the K = 3 taps θ of ASTRM's global temporal kernel (eq. 4, σ of an FC) at initialisation, "
+                  "mean over clips, channels and the 13 blocks: with θ ≈ (0.5, 0.5, 0.5) each block starts by "
+                  "summing every frame with its two neighbours."), "",
+                  "| module / world | " + " | ".join((*STAGES, "pooled")) + " |", "|---|" + "---:|" * (len(STAGES) + 1)]
+        for key, r in report["modules"].items():
+            if not key.endswith("/ theta"):
+                lines.append(f"| {key} | " + " | ".join(f"{r.get(s, float('nan')):.3f}" for s in (*STAGES, "pooled"))
+                             + " |")
+        lines.append("")
+        for key, r in report["modules"].items():
+            if key.endswith("/ theta"):
+                taps = ", ".join(f"{t:.2f}" for t in r["mean"])
+                lines.append(f"- {key.removesuffix(' / theta')}: θ at initialisation ({taps}), sum {r['sum_mean']:.2f}")
+        lines.append("")
     if "grads" in report:
         lines += ["## The gradient at initialisation: how much of it points the same way", "",
                   ("Per stage, over 8 training batches of the recipe (2 clips of 64 frames, seed 0) at random "
@@ -489,7 +556,7 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--parts", nargs="+", default=["cue", "network", "grads", "probe"],
-                   choices=["cue", "network", "grads", "probe"])
+                   choices=["cue", "network", "modules", "grads", "probe"])
     p.add_argument("--data", nargs="*", default=[], metavar="WORLD=DIR",
                    help="datasets for the grads part (default: generated under --work)")
     p.add_argument("--runs", nargs="*", default=[], metavar="NAME=RUN_DIR", help="trained runs for the probe")
@@ -506,12 +573,21 @@ def main(argv: list[str] | None = None) -> int:
         import json
 
         previous = json.loads(out.with_suffix(".json").read_text())
-    report: dict[str, Any] = {k: previous[k] for k in ("cue", "network", "grads", "probe") if k in previous}
+    report: dict[str, Any] = {k: previous[k] for k in ("cue", "network", "modules", "grads", "probe") if k in previous}
+    # each part keeps the command that measured it (a run of some parts leaves the others as they were)
+    previous_command = previous.get("command", "")
+    previous_parts = (previous_command.split("--parts", 1)[1].split(" --")[0].split() if "--parts" in previous_command
+                      else ["cue", "network", "grads", "probe"])
+    part_commands = previous.get("part_commands") or {k: previous_command for k in report if k in previous_parts}
+    command = "python benchmarks/small_cues.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    part_commands.update({part: command for part in args.parts})
     started = time.time()
     if "cue" in args.parts:
         report["cue"] = part_cue(rng)
     if "network" in args.parts:
         report["network"] = part_network()
+    if "modules" in args.parts:
+        report["modules"] = part_modules()
     if "grads" in args.parts:
         work = Path(args.work)
         data = dict(item.split("=", 1) for item in args.data)
@@ -526,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
         report["grads"] = part_grads(args.batches, {k: Path(v) for k, v in data.items()}, work / "grads")
     if "probe" in args.parts:
         report["probe"] = part_probe({k: Path(v) for k, v in (item.split("=", 1) for item in args.runs)})
-    report.update({"command": "python benchmarks/small_cues.py " + " ".join(argv or sys.argv[1:]),
+    report.update({"command": command, "part_commands": part_commands,
                    "date": time.strftime("%Y-%m-%d %H:%M"), "seconds": round(time.time() - started),
                    "machine": machine(), "versions": versions()})
     write_results(out, report, markdown)
