@@ -517,8 +517,8 @@ def markdown(report: dict) -> str:
                   ("The ratio of the section above for the recipe's untrained model (live initialisation, grey frame "
                   "and differences, 64 px) with each temporal module in the bottlenecks (the same 3 clips per world); "
                   "and the K = 3 taps θ of ASTRM's global temporal kernel (eq. 4, σ of an FC) at initialisation, "
-                  "mean over clips, channels and the 13 blocks: with θ ≈ (0.5, 0.5, 0.5) each block starts by "
-                  "summing every frame with its two neighbours."), "",
+                  "mean over clips, channels and the 13 blocks: taps far from (0, 1, 0) mean that each block starts by "
+                  "adding its two neighbours' features to every frame's."), "",
                   "| module / world | " + " | ".join((*STAGES, "pooled")) + " |", "|---|" + "---:|" * (len(STAGES) + 1)]
         for key, r in report["modules"].items():
             if not key.endswith("/ theta"):
