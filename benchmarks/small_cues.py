@@ -229,6 +229,26 @@ def stage_outputs(model: torch.nn.Module, frames: np.ndarray, size: int) -> dict
     return outs
 
 
+def ball_ratios(model: torch.nn.Module, world: Any, clip_len: int, size: int) -> dict[str, float]:
+    """Per stage, ||f(frame) - f(frame without the ball)|| / ||f(frame) - f(next frame without the ball)||: the
+    median over a clip's frames, the mean over the first 3 training videos of ``world`` (``small``, seed 0)."""
+    ratios: dict[str, list[float]] = {s: [] for s in (*STAGES, "pooled")}
+    for spec in world.plan_dataset("small", 0)["train"][:3]:
+        with_ball, without, pixels = render_pair(world, spec)
+        visible = np.flatnonzero(~np.isnan(pixels[:, 0]))
+        if len(visible) < clip_len + 1:
+            continue
+        lo = int(visible[len(visible) // 2 - clip_len // 2])
+        a = stage_outputs(model, with_ball[lo:lo + clip_len], size)
+        b = stage_outputs(model, without[lo:lo + clip_len], size)
+        c = stage_outputs(model, without[lo + 1:lo + 1 + clip_len], size)
+        for s, values in ratios.items():
+            ball_effect = (a[s] - b[s]).flatten(1).norm(dim=1)
+            change = (c[s] - b[s]).flatten(1).norm(dim=1)
+            values.append(float((ball_effect / change.clamp_min(1e-8)).median()))
+    return {s: float(np.mean(v)) for s, v in ratios.items() if v}
+
+
 def part_network(clip_len: int = 64) -> dict:
     """The ball's effect on each stage of the untrained backbone against frame-to-frame change; BN noise."""
     report: dict[str, Any] = {}
@@ -236,22 +256,7 @@ def part_network(clip_len: int = 64) -> dict:
         model = build(init, clip_len, model_input=model_input)
         for name, world in WORLDS.items():
             for size in (64, 128):
-                ratios: dict[str, list[float]] = {s: [] for s in (*STAGES, "pooled")}
-                for spec in world.plan_dataset("small", 0)["train"][:3]:
-                    with_ball, without, pixels = render_pair(world, spec)
-                    visible = np.flatnonzero(~np.isnan(pixels[:, 0]))
-                    if len(visible) < clip_len + 1:
-                        continue
-                    lo = int(visible[len(visible) // 2 - clip_len // 2])
-                    sl = slice(lo, lo + clip_len)
-                    a = stage_outputs(model, with_ball[sl], size)
-                    b = stage_outputs(model, without[sl], size)
-                    c = stage_outputs(model, without[lo + 1:lo + 1 + clip_len], size)
-                    for s, values in ratios.items():
-                        ball_effect = (a[s] - b[s]).flatten(1).norm(dim=1)
-                        change = (c[s] - b[s]).flatten(1).norm(dim=1)
-                        values.append(float((ball_effect / change.clamp_min(1e-8)).median()))
-                report[f"{init}/{name}/{size}px/{model_input}"] = {s: float(np.mean(v)) for s, v in ratios.items() if v}
+                report[f"{init}/{name}/{size}px/{model_input}"] = ball_ratios(model, world, clip_len, size)
     report["batchnorm"] = bn_noise(clip_len)
     return report
 
@@ -277,21 +282,7 @@ def part_modules(clip_len: int = 64, size: int = 64) -> dict:
         hooks = [m.gt.register_forward_hook(lambda mod, i, o, store=thetas: store.append(o.detach()))
                  for m in model.modules() if isinstance(m, ASTRM) and m.gt is not None]
         for name, world in WORLDS.items():
-            ratios: dict[str, list[float]] = {s: [] for s in (*STAGES, "pooled")}
-            for spec in world.plan_dataset("small", 0)["train"][:3]:
-                with_ball, without, pixels = render_pair(world, spec)
-                visible = np.flatnonzero(~np.isnan(pixels[:, 0]))
-                if len(visible) < clip_len + 1:
-                    continue
-                lo = int(visible[len(visible) // 2 - clip_len // 2])
-                a = stage_outputs(model, with_ball[lo:lo + clip_len], size)
-                b = stage_outputs(model, without[lo:lo + clip_len], size)
-                c = stage_outputs(model, without[lo + 1:lo + 1 + clip_len], size)
-                for s, values in ratios.items():
-                    ball_effect = (a[s] - b[s]).flatten(1).norm(dim=1)
-                    change = (c[s] - b[s]).flatten(1).norm(dim=1)
-                    values.append(float((ball_effect / change.clamp_min(1e-8)).median()))
-            report[f"{variant} / {name}"] = {s: float(np.mean(v)) for s, v in ratios.items() if v}
+            report[f"{variant} / {name}"] = ball_ratios(model, world, clip_len, size)
         for h in hooks:
             h.remove()
         if thetas:
