@@ -148,6 +148,15 @@ SMALL_CUE_ROWS: list[Row] = [
             **{k: v for k, v in E2E_SPOT_KEYS.items() if k not in FIRST_RECIPE_KEYS}, "optim.sam": "none"}, "–"),
 ]
 ROWS += SMALL_CUE_ROWS
+# ASTRM with one of its three branches switched off (``--suite astrm``), within the recipe: which of Fs, Ft, Gt
+# makes ASTRM learn slower than GSM from scratch on the small-cue world (docs/results/recipe.md).
+ASTRM_BRANCHES = {"fs": "Fs (local spatial attention)", "ft": "Ft (local temporal attention)",
+                  "gt": "Gt (the adaptive temporal kernel; no temporal convolution)"}
+ASTRM_ROWS: list[Row] = [
+    Row(f"recipe-no-{b}", f"the recipe with ASTRM's {text} switched off", {**NOW, f"model.astrm.use_{b}": False},
+        "–") for b, text in ASTRM_BRANCHES.items()
+]
+ROWS += ASTRM_ROWS
 ROW_NAMES = [r.name for r in ROWS]
 DEFAULT_ROWS = ["e2e-spot", "paper", "paper-gsm", "paper-no-softic", "paper-no-asam", "paper-sam"]
 
@@ -207,6 +216,14 @@ SMALL_CUE_CLAIMS = [
            "e2e-spot-recipe", "map")]
 
 
+ASTRM_CLAIMS = [
+    Claim(f"{b}-helps", f"ASTRM's {text.split(' (')[0]} helps (the recipe with it beats the recipe without it)",
+          "paper-no-asam", f"recipe-no-{b}", "map")
+    for b, text in ASTRM_BRANCHES.items()
+] + [Claim(f"{b}-slows", f"switching {text.split(' (')[0]} off closes the gap to GSM (GSM ahead of ASTRM without "
+           "it)", "recipe-gsm", f"recipe-no-{b}", "map") for b, text in ASTRM_BRANCHES.items()]
+
+
 @dataclass(frozen=True)
 class Suite:
     """A set of rows, the claims they test and where their report goes."""
@@ -238,6 +255,10 @@ SUITES = {
     "small-cue": Suite("small-cue", "the small-cue recipe, one of its keys undone at a time, and E2E-Spot with it",
                        ["paper-no-asam"] + [r.name for r in SMALL_CUE_ROWS], SMALL_CUE_CLAIMS, "small_cue_rows",
                        "small", "mp4", "court-top"),
+    # ASTRM's branches, one switched off at a time, beside ASTRM and GSM, on the small-cue world.
+    "astrm": Suite("astrm", "ASTRM's branches, one switched off at a time, on the small-cue world",
+                   ["paper-no-asam", "recipe-gsm"] + [r.name for r in ASTRM_ROWS], ASTRM_CLAIMS, "astrm_rows",
+                   "small", "mp4", "court-top"),
 }
 
 

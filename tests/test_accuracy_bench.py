@@ -73,6 +73,17 @@ def test_ablation_rows_change_only_their_keys(tmp_path):
     assert config_differences(paper, seed2, ("train",)) == [("train.seed", 0, 2)]
 
 
+def test_astrm_branch_rows_switch_off_one_branch_of_the_recipe(tmp_path):
+    budget = acc.Budget(steps=16, epochs=8)
+    recipe = acc.row_config(acc.get_row("paper-no-asam"), budget, tmp_path, tmp_path / "run", seed=0)
+    assert (recipe.model.astrm.use_fs, recipe.model.astrm.use_ft, recipe.model.astrm.use_gt) == (True, True, True)
+    for branch in ("fs", "ft", "gt"):
+        cfg = acc.row_config(acc.get_row(f"recipe-no-{branch}"), budget, tmp_path, tmp_path / "run", seed=0)
+        assert config_differences(recipe, cfg, ("model", "loss", "optim", "data", "train")) == [
+            (f"model.astrm.use_{branch}", True, False)]
+    assert set(acc.SUITES["astrm"].rows) >= {"paper-no-asam", "recipe-gsm", "recipe-no-gt"}
+
+
 def test_verdict_needs_a_gap_beyond_the_spread():
     assert acc.verdict([0.5, 0.6, 0.7], [0.2, 0.3, 0.4])[0] == "reproduces"  # gap 0.3 > 0.1 + 0.1
     assert acc.verdict([0.2, 0.3, 0.4], [0.5, 0.6, 0.7])[0] == "contradicted"
