@@ -155,6 +155,9 @@ ASTRM_BRANCHES = {"fs": "Fs (local spatial attention)", "ft": "Ft (local tempora
 ASTRM_ROWS: list[Row] = [
     Row(f"recipe-no-{b}", f"the recipe with ASTRM's {text} switched off", {**NOW, f"model.astrm.use_{b}": False},
         "–") for b, text in ASTRM_BRANCHES.items()
+] + [
+    Row("recipe-gt-softmax", "the recipe with Gt's taps through a softmax (TAM's; they sum to 1) instead of the "
+        "paper's sigmoid", {**NOW, "model.astrm.gt_activation": "softmax"}, "–"),
 ]
 ROWS += ASTRM_ROWS
 ROW_NAMES = [r.name for r in ROWS]

@@ -81,6 +81,9 @@ def test_astrm_branch_rows_switch_off_one_branch_of_the_recipe(tmp_path):
         cfg = acc.row_config(acc.get_row(f"recipe-no-{branch}"), budget, tmp_path, tmp_path / "run", seed=0)
         assert config_differences(recipe, cfg, ("model", "loss", "optim", "data", "train")) == [
             (f"model.astrm.use_{branch}", True, False)]
+    softmax = acc.row_config(acc.get_row("recipe-gt-softmax"), budget, tmp_path, tmp_path / "run", seed=0)
+    assert config_differences(recipe, softmax, ("model", "loss", "optim", "data", "train")) == [
+        ("model.astrm.gt_activation", "sigmoid", "softmax")]
     assert set(acc.SUITES["astrm"].rows) >= {"paper-no-asam", "recipe-gsm", "recipe-no-gt"}
 
 
