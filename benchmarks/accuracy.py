@@ -156,6 +156,8 @@ ASTRM_ROWS: list[Row] = [
     Row(f"recipe-no-{b}", f"the recipe with ASTRM's {text} switched off", {**NOW, f"model.astrm.use_{b}": False},
         "–") for b, text in ASTRM_BRANCHES.items()
 ] + [
+    Row("recipe-gt-tam-init", "the recipe with Gt's FCs initialised as mmaction2's TAM (N(0, 0.001): equal taps, "
+        "the same for every clip) instead of PyTorch's default", {**NOW, "model.astrm.gt_init": "tam"}, "–"),
     Row("recipe-gt-softmax", "the recipe with Gt's taps through a softmax (TAM's; they sum to 1) instead of the "
         "paper's sigmoid", {**NOW, "model.astrm.gt_activation": "softmax"}, "–"),
 ]

@@ -1,6 +1,6 @@
 """Why training stays at the prior when the decisive cue is small: measurements, before any fix.
 
-    python benchmarks/small_cues.py [--parts cue network modules grads probe] [--runs NAME=RUN_DIR ...]
+    python benchmarks/small_cues.py [--parts cue network modules spread grads probe] [--runs NAME=RUN_DIR ...]
                                     [--out docs/results/small_cues]
 
 Compares the two synthetic worlds (docs/synthetic.md): ``rally-side`` (a ball of radius 2.6 px at 64 px) and
@@ -20,6 +20,12 @@ Compares the two synthetic worlds (docs/synthetic.md): ``rally-side`` (a ball of
 * ``modules``: the ``network`` ratio for the recipe's untrained model with each temporal module in the
   bottlenecks (ASTRM, ASTRM with Gt's centre tap at initialisation, GSM, none), and the taps of ASTRM's global
   temporal kernel at initialisation.
+* ``spread``: how far in time one frame's ball reaches the pooled feature (what the Bi-GRU reads): the ball drawn in
+  the middle frame of a clip only, the effect ||f(clip) - f(clip without that ball)|| on every frame's pooled
+  feature; reported as the share of the effect's energy on the ball's own frame, within 1 frame, beyond 4 frames,
+  for the recipe's untrained model with each temporal module (ASTRM; without Gt; Gt at TAM's init, with its centre
+  tap at init, through a softmax; GSM; none) and each ``--runs`` checkpoint. A module that spreads a one-frame cue over many frames makes "which frame"
+  harder to tell.
 * ``grads``: per stage (stem, s1-s4, the temporal modules, Bi-GRU, classifier), at random initialisation, the
   gradient's norm and its coherence over 8 training batches, for the first recipe, single changes the exploration
   tried on top of it, and the recipe (the ``synthetic`` preset as it is), on each world.
@@ -291,6 +297,60 @@ def part_modules(clip_len: int = 64, size: int = 64) -> dict:
     return report
 
 
+SPREAD_VARIANTS = {"ASTRM (the paper's, the recipe)": ("model.temporal_module=astrm",),
+                   "ASTRM without Gt (model.astrm.use_gt false)": ("model.temporal_module=astrm",
+                                                                   "model.astrm.use_gt=false"),
+                   "ASTRM, Gt's FCs at TAM's init (model.astrm.gt_init tam)": ("model.temporal_module=astrm",
+                                                                              "model.astrm.gt_init=tam"),
+                   "ASTRM, Gt's centre tap at init (model.astrm.gt_center_init)": (
+                       "model.temporal_module=astrm", "model.astrm.gt_center_init=true"),
+                   "ASTRM, Gt through a softmax (model.astrm.gt_activation softmax)": (
+                       "model.temporal_module=astrm", "model.astrm.gt_activation=softmax"),
+                   "GSM (E2E-Spot)": ("model.temporal_module=gsm",),
+                   "no temporal module": ("model.temporal_module=none",)}
+SPREAD_OFFSETS = 8  # frames either side of the ball's frame in the reported profile
+
+
+def impulse_spread(model: torch.nn.Module, world: Any, clip_len: int, size: int = 64) -> dict[str, Any]:
+    """The ball drawn in one frame (the middle of a clip, every other frame without it): the effect on each frame's
+    pooled feature, as shares of its energy (own frame, within 1, beyond 4) and a profile over ±8 frames, mean
+    over the first 3 training videos of ``world`` (``small``, seed 0)."""
+    profiles: list[np.ndarray] = []
+    for spec in world.plan_dataset("small", 0)["train"][:3]:
+        with_ball, without, pixels = render_pair(world, spec)
+        visible = np.flatnonzero(~np.isnan(pixels[:, 0]))
+        lo = int(visible[len(visible) // 2]) - clip_len // 2
+        if lo < 0 or lo + clip_len > len(without):
+            continue
+        base = without[lo:lo + clip_len]
+        impulse = base.copy()
+        impulse[clip_len // 2] = with_ball[lo + clip_len // 2]
+        a = stage_outputs(model, impulse, size)["pooled"]
+        b = stage_outputs(model, base, size)["pooled"]
+        energy = ((a - b).flatten(1).norm(dim=1) ** 2).numpy()
+        profiles.append(energy / max(float(energy.sum()), 1e-12))
+    share = np.mean(profiles, axis=0)
+    centre, offsets = clip_len // 2, np.arange(clip_len) - clip_len // 2
+    return {"own_frame": float(share[centre]), "within_1": float(share[np.abs(offsets) <= 1].sum()),
+            "beyond_4": float(share[np.abs(offsets) > 4].sum()),
+            "profile": [float(v) for v in share[centre - SPREAD_OFFSETS:centre + SPREAD_OFFSETS + 1]]}
+
+
+def part_spread(runs: dict[str, Path], clip_len: int = 64) -> dict:
+    """``impulse_spread`` for the recipe's untrained model with each temporal module and for each run."""
+    from pespot.infer import find_checkpoint
+
+    report: dict[str, Any] = {}
+    models = {f"untrained, {k}": (None, v) for k, v in SPREAD_VARIANTS.items()}
+    models.update({f"trained, {k}": (v, ()) for k, v in runs.items()})
+    for label, (run, keys) in models.items():
+        model = build("live", clip_len, find_checkpoint(run) if run is not None else None, model_input="gray_diff",
+                      extra=keys)
+        for name, world in WORLDS.items():
+            report[f"{label} / {name}"] = impulse_spread(model, world, clip_len)
+    return report
+
+
 def bn_noise(clip_len: int) -> dict:
     """Spread of the first stage's BatchNorm batch means over batches of 2 and of 8 clips of ``clip_len`` frames
     (court-top, untrained model with RGB input), relative to the spread of single frames: how noisy the statistics that
@@ -521,6 +581,17 @@ def markdown(report: dict) -> str:
                 taps = ", ".join(f"{t:.2f}" for t in r["mean"])
                 lines.append(f"- {key.removesuffix(' / theta')}: θ at initialisation ({taps}), sum {r['sum_mean']:.2f}")
         lines.append("")
+    if "spread" in report:
+        lines += ["## How far in time one frame's ball reaches", "",
+                  ("The ball drawn in one frame only (the middle of a 64-frame clip); the energy of its effect on "
+                   "each frame's pooled feature (what the Bi-GRU reads), as shares: on the ball's own frame, within "
+                   "1 frame (the grey-difference input itself reaches ±1), beyond 4 frames; mean over 3 clips per "
+                   "world. The profile lists the shares at offsets -8 ... +8."), "",
+                  "| model / world | own frame | within 1 | beyond 4 | profile -8 ... +8 (%) |", "|---|---:|---:|---:|---|"]
+        for key, r in report["spread"].items():
+            profile = " ".join(f"{100 * v:.0f}" for v in r["profile"])
+            lines.append(f"| {key} | {r['own_frame']:.2f} | {r['within_1']:.2f} | {r['beyond_4']:.2f} | {profile} |")
+        lines.append("")
     if "grads" in report:
         lines += ["## The gradient at initialisation: how much of it points the same way", "",
                   ("Per stage, over 8 training batches of the recipe (2 clips of 64 frames, seed 0) at random "
@@ -547,10 +618,10 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--parts", nargs="+", default=["cue", "network", "grads", "probe"],
-                   choices=["cue", "network", "modules", "grads", "probe"])
+                   choices=["cue", "network", "modules", "spread", "grads", "probe"])
     p.add_argument("--data", nargs="*", default=[], metavar="WORLD=DIR",
                    help="datasets for the grads part (default: generated under --work)")
-    p.add_argument("--runs", nargs="*", default=[], metavar="NAME=RUN_DIR", help="trained runs for the probe")
+    p.add_argument("--runs", nargs="*", default=[], metavar="NAME=RUN_DIR", help="trained runs for the probe and spread parts")
     p.add_argument("--batches", type=int, default=8, help="training batches of the grads part")
     p.add_argument("--work", default="runs/small_cues", help="scratch folder (datasets, runs)")
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "small_cues"))
@@ -564,7 +635,8 @@ def main(argv: list[str] | None = None) -> int:
         import json
 
         previous = json.loads(out.with_suffix(".json").read_text())
-    report: dict[str, Any] = {k: previous[k] for k in ("cue", "network", "modules", "grads", "probe") if k in previous}
+    report: dict[str, Any] = {k: previous[k] for k in ("cue", "network", "modules", "spread", "grads", "probe")
+                              if k in previous}
     # each part keeps the command that measured it (a run of some parts leaves the others as they were)
     previous_command = previous.get("command", "")
     previous_parts = (previous_command.split("--parts", 1)[1].split(" --")[0].split() if "--parts" in previous_command
@@ -579,6 +651,9 @@ def main(argv: list[str] | None = None) -> int:
         report["network"] = part_network()
     if "modules" in args.parts:
         report["modules"] = part_modules()
+    runs = {k: Path(v) for k, v in (item.split("=", 1) for item in args.runs)}
+    if "spread" in args.parts:
+        report["spread"] = part_spread(runs)
     if "grads" in args.parts:
         work = Path(args.work)
         data = dict(item.split("=", 1) for item in args.data)
@@ -592,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
                 data[name] = str(root)
         report["grads"] = part_grads(args.batches, {k: Path(v) for k, v in data.items()}, work / "grads")
     if "probe" in args.parts:
-        report["probe"] = part_probe({k: Path(v) for k, v in (item.split("=", 1) for item in args.runs)})
+        report["probe"] = part_probe(runs)
     report.update({"command": command, "part_commands": part_commands,
                    "date": time.strftime("%Y-%m-%d %H:%M"), "seconds": round(time.time() - started),
                    "machine": machine(), "versions": versions()})

@@ -35,6 +35,9 @@ class AstrmConfig:
     fs_bn: bool = False  # BatchNorm after Fs's 7x7 conv (official CBAM code); the paper has none
     fs_kernel: int = 7  # spatial kernel of Fs
     gt_center_init: bool = False  # bias the last Gt FC so the centre tap dominates at init (not in the paper)
+    # Gt's FCs at init: torch (PyTorch's default, uniform +-1/sqrt(fan_in): the kernel depends on the clip from the
+    # first step) | tam (mmaction2's TAM: N(0, 0.001), so the taps start equal and the same for every clip)
+    gt_init: str = "torch"
 
 
 @dataclass
@@ -515,6 +518,7 @@ _CHOICES = {
     "model.residual_init": ("live", "zero"),
     "model.input": ("rgb", "gray_diff"),
     "model.astrm.gt_activation": ("sigmoid", "softmax"),
+    "model.astrm.gt_init": ("torch", "tam"),
     "loss.contrastive": ("softic", "ic", "none"),
     "loss.omega_mode": ("divide", "multiply", "none"),
     "optim.sam": ("asam", "sam", "none"),

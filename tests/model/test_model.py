@@ -234,6 +234,17 @@ def test_gt_centre_init_starts_near_identity(activation, tolerance):
     assert not torch.allclose(ASTRM(4, 5, AstrmConfig(use_fs=False, use_ft=False)).eval()(x), x, atol=0.1)
 
 
+def test_gt_tam_init_gives_every_clip_the_same_equal_taps():
+    torch.manual_seed(0)
+    tam = ASTRM(4, 5, AstrmConfig(use_fs=False, use_ft=False, gt_init="tam")).train()
+    default = ASTRM(4, 5, AstrmConfig(use_fs=False, use_ft=False)).train()
+    x = torch.randn(3 * 5, 4, 3, 3)  # 3 clips of 5 frames
+    theta = tam.gt(x)  # (3, 4, K): sigmoid(≈0) everywhere
+    assert (theta - 0.5).abs().max() < 0.01
+    assert (default.gt(x) - 0.5).abs().max() > 0.05  # PyTorch's init: the taps depend on the clip
+    assert tam.gt.fc1.weight.std() < 0.002 and tam.gt.fc2.weight.std() < 0.002
+
+
 # ------------------------------------------------------------------------------------------------ temporal heads
 
 

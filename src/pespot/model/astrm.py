@@ -87,7 +87,7 @@ class GlobalTemporal(nn.Module):
     The FCs act along time and are shared by all channels: one K-tap kernel θ per (clip, channel)."""
 
     def __init__(self, clip_len: int, alpha: int = 2, kernel_size: int = 3, activation: str = "sigmoid",
-                 center_init: bool = False) -> None:
+                 center_init: bool = False, init: str = "torch") -> None:
         super().__init__()
         self.clip_len = clip_len
         self.activation = activation
@@ -95,6 +95,9 @@ class GlobalTemporal(nn.Module):
         self.bn = nn.BatchNorm1d(alpha * clip_len)
         # center_init (not in the paper): a bias making the centre tap dominate, so the module starts near identity.
         self.fc2 = nn.Linear(alpha * clip_len, kernel_size, bias=center_init)
+        if init == "tam":  # mmaction2's TAM: both FCs N(0, 0.001), so θ starts equal for every tap and every clip
+            for fc in (self.fc1, self.fc2):
+                nn.init.normal_(fc.weight, 0.0, 0.001)
         if center_init:
             with torch.no_grad():
                 nn.init.zeros_(self.fc2.weight)
@@ -126,8 +129,8 @@ class ASTRM(nn.Module):
         self.fast = True  # astrm_fast's kernels (the same function); False: the code below
         self.fs = LocalSpatial(cfg.fs_kernel, cfg.fs_bn) if cfg.use_fs else None
         self.ft = LocalTemporal(channels, clip_len, cfg.beta) if cfg.use_ft else None
-        self.gt = (GlobalTemporal(clip_len, cfg.alpha, cfg.kernel_size, cfg.gt_activation, cfg.gt_center_init)
-                   if cfg.use_gt else None)
+        self.gt = (GlobalTemporal(clip_len, cfg.alpha, cfg.kernel_size, cfg.gt_activation, cfg.gt_center_init,
+                                  cfg.gt_init) if cfg.use_gt else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] % self.clip_len != 0:
