@@ -158,8 +158,6 @@ ASTRM_ROWS: list[Row] = [
 ] + [
     Row("recipe-gt-tam-init", "the recipe with Gt's FCs initialised as mmaction2's TAM (N(0, 0.001): equal taps, "
         "the same for every clip) instead of PyTorch's default", {**NOW, "model.astrm.gt_init": "tam"}, "–"),
-    Row("recipe-gt-softmax", "the recipe with Gt's taps through a softmax (TAM's; they sum to 1) instead of the "
-        "paper's sigmoid", {**NOW, "model.astrm.gt_activation": "softmax"}, "–"),
 ]
 ROWS += ASTRM_ROWS
 ROW_NAMES = [r.name for r in ROWS]
@@ -226,7 +224,9 @@ ASTRM_CLAIMS = [
           "paper-no-asam", f"recipe-no-{b}", "map")
     for b, text in ASTRM_BRANCHES.items()
 ] + [Claim(f"{b}-slows", f"switching {text.split(' (')[0]} off closes the gap to GSM (GSM ahead of ASTRM without "
-           "it)", "recipe-gsm", f"recipe-no-{b}", "map") for b, text in ASTRM_BRANCHES.items()]
+           "it)", "recipe-gsm", f"recipe-no-{b}", "map") for b, text in ASTRM_BRANCHES.items()] + [
+    Claim("gt-tam-init", "Gt's FCs at TAM's initialisation (model.astrm.gt_init tam) help", "recipe-gt-tam-init",
+          "paper-no-asam", "map")]
 
 
 @dataclass(frozen=True)
