@@ -158,6 +158,10 @@ ASTRM_ROWS: list[Row] = [
 ] + [
     Row("recipe-gt-tam-init", "the recipe with Gt's FCs initialised as mmaction2's TAM (N(0, 0.001): equal taps, "
         "the same for every clip) instead of PyTorch's default", {**NOW, "model.astrm.gt_init": "tam"}, "–"),
+] + [
+    Row(f"recipe-gt-lr-{scale}", f"the recipe with Gt's FCs and BatchNorm at {scale} x the learning rate "
+        f"(optim.gt_lr_scale {scale}; the architecture unchanged)", {**NOW, "optim.gt_lr_scale": scale}, "–")
+    for scale in (0.1, 0.01)
 ]
 ROWS += ASTRM_ROWS
 ROW_NAMES = [r.name for r in ROWS]
@@ -226,7 +230,9 @@ ASTRM_CLAIMS = [
 ] + [Claim(f"gsm-vs-no-{b}", f"GSM stays ahead of ASTRM with {text.split(' (')[0]} switched off", "recipe-gsm",
            f"recipe-no-{b}", "map") for b, text in ASTRM_BRANCHES.items()] + [
     Claim("gt-tam-init", "Gt's FCs at TAM's initialisation (model.astrm.gt_init tam) help", "recipe-gt-tam-init",
-          "paper-no-asam", "map")]
+          "paper-no-asam", "map")] + [
+    Claim(f"gt-lr-{scale}", f"Gt at {scale} x the learning rate (optim.gt_lr_scale {scale}) helps",
+          f"recipe-gt-lr-{scale}", "paper-no-asam", "map") for scale in (0.1, 0.01)]
 
 
 @dataclass(frozen=True)

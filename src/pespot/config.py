@@ -141,6 +141,11 @@ class OptimConfig:
     warmup_epochs: float = 3.0
     warmup_start_factor: float = 0.01  # 1e-5 at the start of warm-up for lr 1e-3 (paper)
     min_lr_factor: float = 0.0
+    # Learning rate of ASTRM's Gt (its two FCs over time and their BatchNorm) as a multiple of optim.lr; 1 = the
+    # paper (one lr for every weight). Under AdamW every weight moves about lr per step whatever its gradient, and
+    # Gt's last FC feeds a sigmoid directly: at the from-scratch lr the kernel of every (clip, channel) swings
+    # from step to step (docs/results/recipe.md).
+    gt_lr_scale: float = 1.0
 
 
 @dataclass

@@ -100,3 +100,62 @@ def test_bad_schedule_settings_are_config_errors():
         build_scheduler(_optimizer(), dataclasses.replace(OptimConfig(), scheduler="step"), 5, 3)
     with pytest.raises(ConfigError):
         build_scheduler(_optimizer(), OptimConfig(), 0, 3)
+
+
+# ------------------------------------------------------------------------------------------ optim.gt_lr_scale
+
+
+def _gt_model() -> torch.nn.Module:
+    """Two ASTRM blocks (their Gt modules named ``*.gt.*``) and a classifier, on CPU."""
+    from pespot.config import AstrmConfig
+    from pespot.model.astrm import ASTRM
+
+    return torch.nn.ModuleDict({"b1": ASTRM(4, 5, AstrmConfig()), "b2": ASTRM(4, 5, AstrmConfig()),
+                                "classifier": torch.nn.Linear(4, 3)})
+
+
+def test_gt_lr_scale_puts_gt_in_its_own_group_that_follows_the_schedule():
+    from pespot.train.job import build_adamw
+
+    model = _gt_model()
+    gt_names = {n for n, _ in model.named_parameters() if ".gt." in n}
+    assert len(gt_names) == 8  # fc1, bn weight and bias, fc2 of each block
+    cfg = OptimConfig(lr=LR, gt_lr_scale=0.1, warmup_epochs=1)
+    opt = build_adamw(model, cfg)
+    rest, gt = opt.param_groups
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    assert {by_id[id(p)] for p in gt["params"]} == gt_names
+    assert {by_id[id(p)] for p in rest["params"]} == set(by_id.values()) - gt_names
+    sched = build_scheduler(opt, cfg, 4, 3)
+    for _ in range(7):  # through warm-up into the cosine: the ratio holds at every step
+        assert gt["lr"] == pytest.approx(0.1 * rest["lr"], rel=1e-9) and rest["lr"] > 0
+        opt.step()
+        sched.step()
+    # A step moves Gt's weights about a tenth as far as the others under AdamW (equal, unit-size gradients).
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt.step()
+    moved = {n: (p.detach() - before[n]).abs().max().item() for n, p in model.named_parameters()}
+    assert max(moved[n] for n in gt_names) < 0.2 * min(v for n, v in moved.items() if n not in gt_names)
+
+
+def test_gt_lr_scale_one_is_a_single_group_and_negative_is_refused():
+    from pespot.train.job import build_adamw
+
+    model = _gt_model()
+    opt = build_adamw(model, OptimConfig(lr=LR))
+    assert len(opt.param_groups) == 1 and len(opt.param_groups[0]["params"]) == len(list(model.parameters()))
+    # A model without ASTRM's Gt keeps one group whatever the scale.
+    assert len(build_adamw(torch.nn.Linear(3, 2), OptimConfig(lr=LR, gt_lr_scale=0.1)).param_groups) == 1
+    with pytest.raises(ConfigError, match=r"optim\.gt_lr_scale"):
+        build_adamw(model, OptimConfig(lr=LR, gt_lr_scale=-1.0))
+
+
+def test_resume_refuses_another_gt_lr_scale():
+    from pespot.config import config_differences, load_config
+    from pespot.train.checkpoint import RESUME_KEYS
+
+    run = load_config("synthetic")
+    now = load_config("synthetic", ["optim.gt_lr_scale=0.1"])
+    assert config_differences(run, now, RESUME_KEYS) == [("optim.gt_lr_scale", 1.0, 0.1)]

@@ -187,8 +187,8 @@ def remove_stale_temp_files(out: Path, log: Callable[[str], Any]) -> None:
                     log(f"removed {tmp} (left by an interrupted write)")
 
 
-# The parts of a config that a checkpoint's weights and memory bank depend on.
-RESUME_KEYS = ("model", "loss.contrastive", "loss.bank_size")
+# The parts of a config that a checkpoint's weights, memory bank and optimiser state (its parameter groups) depend on.
+RESUME_KEYS = ("model", "loss.contrastive", "loss.bank_size", "optim.gt_lr_scale")
 
 
 def load_checkpoint(path: str | Path, verify: bool = True) -> dict[str, Any]:
@@ -262,7 +262,7 @@ def load_resume_checkpoint(run_dir: Path, cfg: Config) -> dict:
     diffs = config_differences(from_dict(ckpt["config"]), cfg, RESUME_KEYS)
     if diffs:
         shown = "; ".join(f"{k}: run has {a!r}, now {b!r}" for k, a, b in diffs)
-        raise ConfigError(f"--resume {run_dir}: the config describes a different model than the run ({shown})")
+        raise ConfigError(f"--resume {run_dir}: the config describes a different model or optimiser than the run ({shown})")
     return ckpt
 
 

@@ -13,9 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from pespot.config import Config
+from pespot.config import Config, OptimConfig
 from pespot.data import loader as data
 from pespot.data.labels import Video
+from pespot.errors import ConfigError
 from pespot.train.distributed import DistInfo
 from pespot.train.history import LossSums
 
@@ -71,13 +72,28 @@ def step_job(cfg: Config, num_classes: int, device: torch.device, model: nn.Modu
     from pespot.train.sam import build_sam
 
     model = (model if model is not None else build_model(cfg, num_classes)).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-                                  weight_decay=cfg.optim.weight_decay)
+    optimizer = build_adamw(model, cfg.optim)
     return Job(cfg=cfg, classes=[str(i) for i in range(num_classes)], out=Path(cfg.out), info=DistInfo(device=device),
                model=model, net=model, loss_fn=build_loss(cfg.loss, num_classes, cfg.model.projection_dim).to(device),
                optimizer=optimizer, sam=build_sam(model, optimizer, cfg.optim),
                scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
                autocast=autocast_factory(cfg, device), steps_per_epoch=1, schedule={})
+
+
+def build_adamw(model: nn.Module, optim_cfg: OptimConfig) -> torch.optim.AdamW:
+    """AdamW over ``model``'s parameters: one group at ``optim.lr``, and with ``optim.gt_lr_scale`` != 1 a second
+    group, ASTRM's Gt modules (``*.gt.*``), at ``lr * gt_lr_scale`` (the scheduler scales both alike)."""
+    if optim_cfg.gt_lr_scale < 0:
+        raise ConfigError(f"config key 'optim.gt_lr_scale': expected >= 0, got {optim_cfg.gt_lr_scale}")
+    named = list(model.named_parameters())
+    gt = [p for name, p in named if ".gt." in f".{name}"]
+    groups: list[dict[str, Any]] = [{"params": [p for name, p in named if ".gt." not in f".{name}"]}]
+    if optim_cfg.gt_lr_scale != 1.0 and gt:
+        groups.append({"params": gt, "lr": optim_cfg.lr * optim_cfg.gt_lr_scale})
+    else:
+        groups[0]["params"] = [p for _, p in named]
+    return torch.optim.AdamW(groups, lr=optim_cfg.lr, betas=tuple(optim_cfg.betas),
+                             weight_decay=optim_cfg.weight_decay)
 
 
 def autocast_factory(cfg: Config, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:

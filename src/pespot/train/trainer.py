@@ -46,7 +46,7 @@ from pespot.train.distributed import DistInfo
 from pespot.train.guards import Interrupt, NonFiniteLossError, check_finite, disk_errors, grad_norm
 from pespot.train.history import SELECTION_TOLERANCES, LossSums
 from pespot.train.init import init_from_run
-from pespot.train.job import Job, TrainState, autocast_factory
+from pespot.train.job import Job, TrainState, autocast_factory, build_adamw
 from pespot.train.lock import RunLock
 from pespot.train.validate import evaluate_loss, evaluate_map
 
@@ -245,8 +245,7 @@ def build(cfg: Config, classes: list[str], train_videos: list[Video], val_videos
     if cfg.model.prior_bias and hasattr(model, "init_prior_bias") and not kept_classifier:
         model.init_prior_bias(frame_prior(train_videos, classes, cfg.data.dilate_len), loss_fn.score_activation)
     model = ddp.convert_sync_batchnorm(model, info)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-                                  weight_decay=cfg.optim.weight_decay)
+    optimizer = build_adamw(model, cfg.optim)
     sam = build_sam(model, optimizer, cfg.optim)
     # The schedule drives the base AdamW, one step per (SAM) optimiser step; rho is not scheduled.
     scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch, cfg.train.epochs)
