@@ -142,9 +142,9 @@ class OptimConfig:
     warmup_start_factor: float = 0.01  # 1e-5 at the start of warm-up for lr 1e-3 (paper)
     min_lr_factor: float = 0.0
     # Learning rate of ASTRM's Gt (its two FCs over time and their BatchNorm) as a multiple of optim.lr; 1 = the
-    # paper (one lr for every weight). Under AdamW every weight moves about lr per step whatever its gradient, and
-    # Gt's last FC feeds a sigmoid directly: at the from-scratch lr the kernel of every (clip, channel) swings
-    # from step to step (docs/results/recipe.md).
+    # paper (one lr for every weight). Under AdamW every weight moves about lr per step whatever the size of its
+    # gradient; a smaller scale lets Gt's kernels change more slowly than the rest. On court-top from scratch 0.1
+    # and 0.01 were no better than 1 beyond the seed spread (docs/results/recipe.md, "Gt at a smaller learning rate").
     gt_lr_scale: float = 1.0
 
 
