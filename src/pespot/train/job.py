@@ -86,12 +86,10 @@ def build_adamw(model: nn.Module, optim_cfg: OptimConfig) -> torch.optim.AdamW:
     if optim_cfg.gt_lr_scale < 0:
         raise ConfigError(f"config key 'optim.gt_lr_scale': expected >= 0, got {optim_cfg.gt_lr_scale}")
     named = list(model.named_parameters())
-    gt = [p for name, p in named if ".gt." in f".{name}"]
-    groups: list[dict[str, Any]] = [{"params": [p for name, p in named if ".gt." not in f".{name}"]}]
-    if optim_cfg.gt_lr_scale != 1.0 and gt:
+    gt = [p for name, p in named if ".gt." in f".{name}"] if optim_cfg.gt_lr_scale != 1.0 else []
+    groups: list[dict[str, Any]] = [{"params": [p for name, p in named if not gt or ".gt." not in f".{name}"]}]
+    if gt:
         groups.append({"params": gt, "lr": optim_cfg.lr * optim_cfg.gt_lr_scale})
-    else:
-        groups[0]["params"] = [p for _, p in named]
     return torch.optim.AdamW(groups, lr=optim_cfg.lr, betas=tuple(optim_cfg.betas),
                              weight_decay=optim_cfg.weight_decay)
 
