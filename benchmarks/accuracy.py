@@ -162,6 +162,10 @@ ASTRM_ROWS: list[Row] = [
     Row(f"recipe-gt-lr-{scale}", f"the recipe with Gt's FCs and BatchNorm at {scale} x the learning rate "
         f"(optim.gt_lr_scale {scale}; the architecture unchanged)", {**NOW, "optim.gt_lr_scale": scale}, "–")
     for scale in (0.1, 0.01)
+] + [
+    Row("recipe-gt-center-lr-0.1", "the recipe with Gt started at the identity (model.astrm.gt_center_init) and "
+        "learning at 0.1 x the learning rate (optim.gt_lr_scale 0.1); the architecture unchanged",
+        {**NOW, "model.astrm.gt_center_init": True, "optim.gt_lr_scale": 0.1}, "–"),
 ]
 ROWS += ASTRM_ROWS
 ROW_NAMES = [r.name for r in ROWS]
@@ -232,7 +236,9 @@ ASTRM_CLAIMS = [
     Claim("gt-tam-init", "Gt's FCs at TAM's initialisation (model.astrm.gt_init tam) help", "recipe-gt-tam-init",
           "paper-no-asam", "map")] + [
     Claim(f"gt-lr-{scale}", f"Gt at {scale} x the learning rate (optim.gt_lr_scale {scale}) helps",
-          f"recipe-gt-lr-{scale}", "paper-no-asam", "map") for scale in (0.1, 0.01)]
+          f"recipe-gt-lr-{scale}", "paper-no-asam", "map") for scale in (0.1, 0.01)] + [
+    Claim("gt-center-lr-0.1", "Gt started at the identity and at 0.1 x the learning rate helps",
+          "recipe-gt-center-lr-0.1", "paper-no-asam", "map")]
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,9 @@ def test_astrm_branch_rows_switch_off_one_branch_of_the_recipe(tmp_path):
             (f"model.astrm.use_{branch}", True, False)]
     tam = acc.row_config(acc.get_row("recipe-gt-tam-init"), budget, tmp_path, tmp_path / "run", seed=0)
     assert config_differences(recipe, tam, ("model",)) == [("model.astrm.gt_init", "torch", "tam")]
+    center = acc.row_config(acc.get_row("recipe-gt-center-lr-0.1"), budget, tmp_path, tmp_path / "run", seed=0)
+    assert config_differences(recipe, center, ("model", "loss", "optim", "data", "train")) == [
+        ("model.astrm.gt_center_init", False, True), ("optim.gt_lr_scale", 1.0, 0.1)]
     assert set(acc.SUITES["astrm"].rows) >= {"paper-no-asam", "recipe-gsm", "recipe-no-gt"}
 
 
