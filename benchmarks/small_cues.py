@@ -315,7 +315,11 @@ def impulse_spread(model: torch.nn.Module, world: Any, clip_len: int, size: int 
     """The ball drawn in one frame (the middle of a clip, every other frame without it): the effect on each frame's
     pooled feature, as shares of its energy (own frame, within 1, beyond 4) and a profile over ±8 frames, mean
     over the first 3 training videos of ``world`` (``small``, seed 0)."""
+    from pespot.model.astrm import ASTRM
+
     profiles: list[np.ndarray] = []
+    thetas: list[torch.Tensor] = []  # Gt's kernels on the clips without the ball, every block
+    gts = [m for m in model.modules() if isinstance(m, ASTRM) and m.gt is not None]
     for spec in world.plan_dataset("small", 0)["train"][:3]:
         with_ball, without, pixels = render_pair(world, spec)
         visible = np.flatnonzero(~np.isnan(pixels[:, 0]))
@@ -326,14 +330,23 @@ def impulse_spread(model: torch.nn.Module, world: Any, clip_len: int, size: int 
         impulse = base.copy()
         impulse[clip_len // 2] = with_ball[lo + clip_len // 2]
         a = stage_outputs(model, impulse, size)["pooled"]
+        hooks = [m.register_forward_pre_hook(lambda mod, inp: thetas.append(mod.gt(inp[0]).detach())) for m in gts]
         b = stage_outputs(model, base, size)["pooled"]
+        for h in hooks:
+            h.remove()
         energy = ((a - b).flatten(1).norm(dim=1) ** 2).numpy()
         profiles.append(energy / max(float(energy.sum()), 1e-12))
     share = np.mean(profiles, axis=0)
     centre, offsets = clip_len // 2, np.arange(clip_len) - clip_len // 2
-    return {"own_frame": float(share[centre]), "within_1": float(share[np.abs(offsets) <= 1].sum()),
-            "beyond_4": float(share[np.abs(offsets) > 4].sum()),
-            "profile": [float(v) for v in share[centre - SPREAD_OFFSETS:centre + SPREAD_OFFSETS + 1]]}
+    out = {"own_frame": float(share[centre]), "within_1": float(share[np.abs(offsets) <= 1].sum()),
+           "beyond_4": float(share[np.abs(offsets) > 4].sum()),
+           "profile": [float(v) for v in share[centre - SPREAD_OFFSETS:centre + SPREAD_OFFSETS + 1]]}
+    if thetas:  # mean tap over clips, channels and blocks; the centre tap's share of the kernel (1: identity)
+        taps = torch.cat([t.reshape(-1, t.shape[-1]) for t in thetas])
+        mid = taps.shape[1] // 2
+        out["theta_mean"] = taps.mean(0).tolist()
+        out["theta_centre_share"] = float((taps[:, mid] / taps.sum(1).clamp_min(1e-12)).mean())
+    return out
 
 
 def part_spread(runs: dict[str, Path], clip_len: int = 64) -> dict:
@@ -586,11 +599,17 @@ def markdown(report: dict) -> str:
                   ("The ball drawn in one frame only (the middle of a 64-frame clip); the energy of its effect on "
                    "each frame's pooled feature (what the Bi-GRU reads), as shares: on the ball's own frame, within "
                    "1 frame (the grey-difference input itself reaches ±1), beyond 4 frames; mean over 3 clips per "
-                   "world. The profile lists the shares at offsets -8 ... +8."), "",
-                  "| model / world | own frame | within 1 | beyond 4 | profile -8 ... +8 (%) |", "|---|---:|---:|---:|---|"]
+                   "world. The profile lists the shares at offsets -8 ... +8. Gt's θ: its mean taps over the clips "
+                   "without the ball, every channel and block, and the centre tap's share of each kernel (1: the "
+                   "identity, 1/3: equal taps)."), "",
+                  "| model / world | own frame | within 1 | beyond 4 | profile -8 ... +8 (%) | Gt's θ (mean taps) | "
+                  "θ centre share |", "|---|---:|---:|---:|---|---|---:|"]
         for key, r in report["spread"].items():
             profile = " ".join(f"{100 * v:.0f}" for v in r["profile"])
-            lines.append(f"| {key} | {r['own_frame']:.2f} | {r['within_1']:.2f} | {r['beyond_4']:.2f} | {profile} |")
+            taps = " ".join(f"{t:.2f}" for t in r["theta_mean"]) if "theta_mean" in r else "–"
+            centre = f"{r['theta_centre_share']:.2f}" if "theta_centre_share" in r else "–"
+            lines.append(f"| {key} | {r['own_frame']:.2f} | {r['within_1']:.2f} | {r['beyond_4']:.2f} | {profile} "
+                         f"| {taps} | {centre} |")
         lines.append("")
     if "grads" in report:
         lines += ["## The gradient at initialisation: how much of it points the same way", "",
