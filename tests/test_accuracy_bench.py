@@ -86,6 +86,9 @@ def test_astrm_branch_rows_switch_off_one_branch_of_the_recipe(tmp_path):
     center = acc.row_config(acc.get_row("recipe-gt-center-lr-0.1"), budget, tmp_path, tmp_path / "run", seed=0)
     assert config_differences(recipe, center, ("model", "loss", "optim", "data", "train")) == [
         ("model.astrm.gt_center_init", False, True), ("optim.gt_lr_scale", 1.0, 0.1)]
+    # that row is the synthetic preset (the demo's recipe) as it is now, apart from the budget the rows share
+    preset = load_config("synthetic", ["optim.sam=none"])
+    assert config_differences(preset, center, ("model", "loss", "optim")) == []
     assert set(acc.SUITES["astrm"].rows) >= {"paper-no-asam", "recipe-gsm", "recipe-no-gt"}
 
 

@@ -17,6 +17,7 @@ What ``pespot demo`` (and ``make demo``) runs on a fresh machine with no network
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -154,10 +155,10 @@ def _stage(n: int, total: int, text: str, start: float, budget_s: float) -> None
 
 # Config keys whose value in a from-scratch recipe is a deviation from the paper's training recipe worth naming.
 RECIPE_KEYS = {
-    "model": ("pretrained", "residual_init", "prior_bias", "clip_len", "input", "dropout"),
+    "model": ("pretrained", "residual_init", "prior_bias", "clip_len", "input", "dropout", "astrm.gt_center_init"),
     "data": ("height", "crop", "fg_upsample", "dilate_len", "mixup", "mixup_alpha", "blur_max_sigma"),
     "loss": ("classification", "bce_fg_weight", "contrastive", "softic_weight"),
-    "optim": ("sam", "rho", "sam_start", "lr", "warmup_epochs", "scheduler"),
+    "optim": ("sam", "rho", "sam_start", "lr", "gt_lr_scale", "warmup_epochs", "scheduler"),
     "train": ("batch_size",),
 }
 
@@ -171,7 +172,7 @@ def recipe_deviations(cfg: Config) -> dict[str, dict[str, Any]]:
     out = {}
     for section, names in RECIPE_KEYS.items():
         for name in names:
-            here, ref = getattr(getattr(cfg, section), name), getattr(getattr(paper, section), name)
+            here, ref = (functools.reduce(getattr, [section, *name.split(".")], c) for c in (cfg, paper))
             if here != ref:
                 out[f"{section}.{name}"] = {"paper": ref, "here": here}
     if cfg.optim.sam == "none":

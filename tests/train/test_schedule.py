@@ -157,5 +157,5 @@ def test_resume_refuses_another_gt_lr_scale():
     from pespot.train.checkpoint import RESUME_KEYS
 
     run = load_config("synthetic")
-    now = load_config("synthetic", ["optim.gt_lr_scale=0.1"])
-    assert config_differences(run, now, RESUME_KEYS) == [("optim.gt_lr_scale", 1.0, 0.1)]
+    now = load_config("synthetic", ["optim.gt_lr_scale=1.0"])
+    assert config_differences(run, now, RESUME_KEYS) == [("optim.gt_lr_scale", 0.1, 1.0)]
