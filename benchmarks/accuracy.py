@@ -485,6 +485,28 @@ def ensure_dataset(data_root: Path, preset: str, fmt: str = "mp4", world: str = 
     return load_dataset(data_root)
 
 
+def dataset_command(data_root: Path) -> str | None:
+    """The command that makes the synthetic dataset in ``data_root`` again, from its ``synth.json`` (preset, seed,
+    world, frame store): ``pespot synth`` for a preset of the world, ``benchmarks/heldout_world.py`` for a held-out
+    world; None for a dataset not made by pespot's generator."""
+    from heldout_world import WORLDS as HELDOUT_WORLDS
+
+    from pespot.data.synthetic import get_world
+
+    info_path = data_root / "synth.json"
+    if not info_path.is_file():
+        return None
+    info = json.loads(info_path.read_text())
+    world, preset = info.get("world", "rally-side"), info.get("preset")
+    for key, (heldout, seed, _) in HELDOUT_WORLDS.items():
+        if preset == heldout.name and info.get("seed") == seed:
+            return f"python benchmarks/heldout_world.py {data_root} --world {key}"
+    if preset in get_world(world).PRESETS:
+        return (f"pespot synth {data_root} --world {world} --preset {preset} --format {info.get('format')} "
+                f"--seed {info.get('seed')}")
+    return None
+
+
 def long_range_pair(data_root: Path) -> tuple[str, ...]:
     """The classes decided only long after their frame, as the dataset's ``synth.json`` names them (rally-side:
     line_in/line_out, court-top: winner); none for a dataset without one."""
@@ -654,6 +676,7 @@ def write_report(out: Path, data_root: Path, results: Path, rows: list[str], see
               "long_range_pair": list(pair), "rows": table, "claims": claims,
               "references": references(data_root),
               "dataset": dataset_summary(data_root) if dataset else None,
+              "dataset_command": dataset_command(data_root) if dataset else None,
               "paper_row_config": to_dict(cfg) if cfg else None, "machine": machine(), "versions": versions()}
     results.mkdir(parents=True, exist_ok=True)
     write_json_atomic(results / f"{stem}.json", report)
@@ -757,10 +780,14 @@ def write_markdown(report: dict, path: Path, cfg: Config | None, curves_png: str
         for split, s in list(ds["splits"].items()) + [("all", ds["all"])]:
             lines.append(f"| {split} | {s['videos']} | {s['frames']:,} | "
                          + " | ".join(str(s["per_class"][c]) for c in classes) + " |")
-        suite = SUITES[report["suite"]]
-        lines += ["", (f"`pespot synth {report['data']} --world {suite.world} --preset "
-                      f"{budget['preset'] if budget else 'bench'} --format {suite.fmt} --seed {DATA_SEED}`; "
-                      "docs/synthetic.md describes the classes.")]
+        if "dataset_command" in report:
+            made_by = report["dataset_command"]
+        else:  # a report written before the command was recorded: the suite's own preset
+            suite = SUITES[report["suite"]]
+            made_by = (f"pespot synth {report['data']} --world {suite.world} --preset "
+                       f"{budget['preset'] if budget else 'bench'} --format {suite.fmt} --seed {DATA_SEED}")
+        lines += ["", (f"`{made_by}`; docs/synthetic.md describes the classes." if made_by
+                       else "A dataset not made by pespot's generator (no `synth.json` of a known preset).")]
     m, v = report["machine"], report["versions"]
     lines += ["", "## Machine and versions", "",
               f"{m['cpu']}, {m['cores']} cores" + (f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU")

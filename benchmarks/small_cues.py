@@ -602,8 +602,8 @@ def markdown(report: dict) -> str:
                    "world. The profile lists the shares at offsets -8 ... +8. Gt's θ: its mean taps over the clips "
                    "without the ball, every channel and block, and the centre tap's share of each kernel (1: the "
                    "identity, 1/3: equal taps)."), "",
-                  "| model / world | own frame | within 1 | beyond 4 | profile -8 ... +8 (%) | Gt's θ (mean taps) | "
-                  "θ centre share |", "|---|---:|---:|---:|---|---|---:|"]
+                  ("| model / world | own frame | within 1 | beyond 4 | profile -8 ... +8 (%) | Gt's θ (mean taps) | "
+                   "θ centre share |"), "|---|---:|---:|---:|---|---|---:|"]
         for key, r in report["spread"].items():
             profile = " ".join(f"{100 * v:.0f}" for v in r["profile"])
             taps = " ".join(f"{t:.2f}" for t in r["theta_mean"]) if "theta_mean" in r else "–"

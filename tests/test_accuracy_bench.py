@@ -124,6 +124,24 @@ def test_report_only_lists_every_row_as_not_run(tmp_path):
     assert md.count("not run yet") == len(acc.DEFAULT_ROWS)
 
 
+def test_dataset_command_remakes_each_kind_of_dataset(tmp_path):
+    """The report's command for its dataset comes from the dataset's synth.json: `pespot synth` with the seed it was
+    made with for a world's preset, benchmarks/heldout_world.py for a held-out world, none for anything else."""
+    def made(name, info):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "synth.json").write_text(json.dumps(info))
+        return acc.dataset_command(tmp_path / name)
+
+    assert made("court", {"world": "court-top", "preset": "small", "seed": 3, "format": "mp4"}) == (
+        f"pespot synth {tmp_path / 'court'} --world court-top --preset small --format mp4 --seed 3")
+    assert made("rally", {"preset": "tiny", "seed": 0, "format": "jpg"}) == (  # no world key: the first world
+        f"pespot synth {tmp_path / 'rally'} --world rally-side --preset tiny --format jpg --seed 0")
+    assert made("b", {"world": "court-top", "preset": "heldout-b", "seed": 29, "format": "mp4"}) == (
+        f"python benchmarks/heldout_world.py {tmp_path / 'b'} --world b")
+    assert made("other", {"world": "court-top", "preset": "heldout-b", "seed": 5, "format": "mp4"}) is None
+    assert acc.dataset_command(tmp_path / "no-synth-json") is None
+
+
 def test_unknown_row_is_one_line_error(tmp_path, capsys):
     assert acc.main(["--out", str(tmp_path), "--rows", "paper-typo", "--report-only"]) == 1
     err = capsys.readouterr().err
