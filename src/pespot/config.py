@@ -158,7 +158,9 @@ class TrainConfig:
     val_clips: int | None = None  # clips for the validation loss; None = clips_per_epoch // 4
     start_val_epoch: int | None = None  # first epoch with validation mAP; None = epochs - 20 (E2E-Spot)
     val_videos: int | None = None  # validation mAP on the first N videos of the val split (None = all)
-    criterion: str = "map"  # model selection: map (mean of mAP at tolerances 1, 2, 4) | loss
+    # Model selection (which checkpoint is best.pt): map (mean validation mAP at tolerances 1, 2, 4) | loss (the
+    # lowest validation loss) | last (no selection: the last epoch; validation is still computed and logged)
+    criterion: str = "map"
     # The validation mAP's candidates: none (E2E-Spot: every frame's score, no NMS) | eval (the run's own inference
     # rule, eval.nms and eval.nms_window, as the test split is scored). With dilated targets (data.dilate_len) a
     # model's score covers several frames around an event and without NMS each counts as a false positive.
@@ -527,7 +529,7 @@ _CHOICES = {
     "loss.contrastive": ("softic", "ic", "none"),
     "loss.omega_mode": ("divide", "multiply", "none"),
     "optim.sam": ("asam", "sam", "none"),
-    "train.criterion": ("map", "loss"),
+    "train.criterion": ("map", "loss", "last"),
     "train.selection_nms": ("none", "eval"),
     "train.amp": ("auto", "bf16", "none"),
     "eval.tta": ("none", "flip"),

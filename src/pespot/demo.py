@@ -159,7 +159,7 @@ RECIPE_KEYS = {
     "data": ("height", "crop", "fg_upsample", "dilate_len", "mixup", "mixup_alpha", "blur_max_sigma"),
     "loss": ("classification", "bce_fg_weight", "contrastive", "softic_weight"),
     "optim": ("sam", "rho", "sam_start", "lr", "gt_lr_scale", "warmup_epochs", "scheduler"),
-    "train": ("batch_size",),
+    "train": ("batch_size", "criterion"),
 }
 
 

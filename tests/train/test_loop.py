@@ -20,6 +20,7 @@ from pespot.cli import main
 from pespot.config import load_config
 from pespot.errors import ConfigError
 from pespot.train.guards import NonFiniteLossError
+from pespot.train.history import selection_line
 from pespot.train.trainer import train
 
 CONFIGS = Path(__file__).resolve().parents[2] / "src" / "pespot" / "configs"
@@ -210,13 +211,36 @@ def test_a_one_epoch_run_selects_by_the_map_it_computed(tiny_data, tmp_path, cap
     run = tmp_path / "short"
     code = main(["train", "--config", "synthetic", "--json", "--set", f"data.root={tiny_data}", f"out={run}",
                  "model.clip_len=8", "data.height=32", "data.num_workers=0", "train.batch_size=2",
-                 "train.clips_per_epoch=2", "train.epochs=1", "train.val_clips=2", "train.threads=1"])
+                 "train.clips_per_epoch=2", "train.epochs=1", "train.val_clips=2", "train.threads=1",
+                 "train.criterion=map"])  # the preset keeps its last epoch (train.criterion last)
     assert code == 0
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
     assert summary["best_epoch"] == 1 and summary["criterion"] == "map"
     assert "model selection: mean validation mAP" in captured.err and "from epoch 1" in captured.err
     assert "val_map" in read_metrics(run)[0]
+
+
+def test_criterion_last_keeps_the_last_epoch_and_trains_exactly_as_map_does(tiny_data, tmp_path):
+    """train.criterion=last: best.pt is every epoch's checkpoint in turn, so the last one; validation mAP is still
+    computed and logged; the training itself (weights, optimiser, bank) is the same as with selection by mAP."""
+    extra = ("model.clip_len=8", "train.start_val_epoch=0", "optim.sam=none")
+    runs = {}
+    for criterion in ("map", "last"):
+        runs[criterion] = tmp_path / criterion
+        summary = train(toy_config(tiny_data, runs[criterion], *extra, f"train.criterion={criterion}"),
+                        progress=False)
+        assert summary["criterion"] == criterion
+    assert summary["best_epoch"] == 2
+    records = read_metrics(runs["last"])
+    assert [r["best"] for r in records] == [True, True] and all("val_map" in r for r in records)
+    best = torch.load(runs["last"] / "checkpoints" / "best.pt", map_location="cpu", weights_only=False)
+    last = load_last(runs["last"])
+    assert best["epoch"] == last["epoch"] == 2
+    assert all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
+    assert_same_state(load_last(runs["map"]), last)
+    cfg = load_config(str(runs["last"] / "config.yaml"))
+    assert selection_line(cfg, 0).startswith("model selection: none (train.criterion=last)")
 
 
 def test_choose_nms_at_the_end_of_training_is_stored_in_the_run(tiny_data, tmp_path, capsys):
@@ -259,7 +283,8 @@ def test_keep_epochs_and_selection_with_the_runs_nms(tiny_data, tmp_path, capsys
     code = main(["train", "--config", "synthetic", "--json", "--set", f"data.root={tiny_data}", f"out={run}",
                  "model.clip_len=8", "data.height=32", "data.num_workers=0", "train.batch_size=2",
                  "train.clips_per_epoch=2", "train.epochs=2", "train.start_val_epoch=0", "train.val_clips=2",
-                 "train.threads=1", "train.keep_epochs=true", "train.selection_nms=eval"])
+                 "train.threads=1", "train.keep_epochs=true", "train.selection_nms=eval",
+                 "train.criterion=map"])
     assert code == 0
     err = capsys.readouterr().err
     assert "after the run's NMS (local_max, window 1)" in err

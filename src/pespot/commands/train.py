@@ -114,6 +114,8 @@ def _print_summary(summary: dict, quiet: bool = False) -> None:
     if summary["best_epoch"] is not None and not quiet:
         if summary["criterion"] == "map":
             what = f"mean val mAP@1,2,4 {100 * summary['best_score']:.2f} %"
+        elif summary["criterion"] == "last":
+            what = "the last epoch: train.criterion=last"
         else:
             what = f"minus val loss {summary['best_score']:.4f}"
         print(f"best epoch {summary['best_epoch']} ({what}): {out}/checkpoints/best.pt")

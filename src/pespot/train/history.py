@@ -52,6 +52,8 @@ def selection_line(cfg: Config, first_map_epoch: int) -> str:
     """Which criterion selects best.pt, and from which epoch on."""
     if cfg.train.criterion == "loss":
         return "model selection: lowest validation loss"
+    if cfg.train.criterion == "last":
+        return "model selection: none (train.criterion=last): best.pt is the last epoch's checkpoint"
     note = ""
     if first_map_epoch < cfg.start_val_epoch:
         note = f" (train.start_val_epoch={cfg.start_val_epoch} is at or past the end of this {cfg.train.epochs}-epoch run)"
@@ -63,9 +65,12 @@ def selection_line(cfg: Config, first_map_epoch: int) -> str:
 
 
 def selection_score(cfg: Config, record: dict) -> float | None:
-    """Higher is better: mean val mAP at 1, 2, 4 frames, or minus the validation loss."""
+    """Higher is better: mean val mAP at 1, 2, 4 frames, minus the validation loss, or (``last``) the epoch, so that
+    every epoch replaces best.pt."""
     if cfg.train.criterion == "map":
         return record.get("val_map_selection")
+    if cfg.train.criterion == "last":
+        return float(record["epoch"])
     loss = record.get("val_total")
     return None if loss is None else -loss
 
